@@ -1,0 +1,68 @@
+"""Stochastic gradient descent with momentum, dampening and Nesterov momentum (torch.optim.SGD)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ravine.engine.optimizer import Optimizer, ParamsT
+from ravine.engine.tensorlist import Maths
+from ravine.engine.validation import check_lr, check_non_negative
+from ravine.engine.views import Hyper, StateView
+
+
+class SGD(Optimizer):
+    r"""SGD with momentum, dampening and Nesterov momentum; drop-in for :class:`torch.optim.SGD`.
+
+    Update (g the gradient, μ momentum, τ dampening, λ weight decay)::
+
+        g ← g + λ·p                         (if weight_decay)
+        b ← g                               (first step)
+        b ← μ·b + (1 − τ)·g                 (later steps)
+        d ← g + μ·b  if nesterov  else  b   (if momentum)
+        p ← p − lr·d
+
+    With ``momentum=β, dampening=β`` the buffer is the exponentially weighted average of the gradients,
+    ``b ← β·b + (1 − β)·g`` (the "momentum as EWA" form). Nesterov is Sutskever et al. (2013) in torch's
+    look-ahead form. Defaults and state (``momentum_buffer``, only when ``momentum != 0``) match torch.
+    """
+
+    supports_sparse = True
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        check_lr(lr)
+        check_non_negative("momentum", momentum)
+        check_non_negative("weight_decay", weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                "Nesterov momentum requires a momentum and zero dampening "
+                f"(got nesterov=True, momentum={momentum}, dampening={dampening})"
+            )
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            maximize=maximize, foreach=foreach, fused=fused,
+        )
+        super().__init__(params, defaults)
+
+    def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
+        if hp.weight_decay != 0:
+            grad = grad.add(p, alpha=hp.weight_decay)
+        if hp.momentum != 0:
+            buf = state.momentum_buffer
+            if buf is None:
+                buf = state.momentum_buffer = grad.clone()
+            else:
+                buf.mul_(hp.momentum).add_(grad, alpha=1 - hp.dampening)
+            grad = grad.add(buf, alpha=hp.momentum) if hp.nesterov else buf
+        p.add_(grad, alpha=-hp.lr)

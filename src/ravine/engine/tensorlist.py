@@ -1,0 +1,108 @@
+"""A list of tensors that answers to the tensor methods optimizer math uses, via ``torch._foreach_*``.
+
+An algorithm's update is written once with tensor methods (``exp_avg.lerp_(grad, 1 - beta1)``). Given plain
+tensors it runs per tensor; given :class:`TensorList` objects the very same code runs as multi-tensor
+(foreach) kernels over a whole batch of parameters. Only the methods listed here are available; an update
+that needs another one fails loudly rather than silently falling back to a Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _unwrap(value: Any) -> Any:
+    return value.tensors if isinstance(value, TensorList) else value
+
+
+def _foreach(name: str, *, inplace: bool) -> Callable[..., TensorList]:
+    """A method that applies ``torch._foreach_<name>[_]`` to the list and unwrapped arguments."""
+    op = getattr(torch, f"_foreach_{name}{'_' if inplace else ''}")
+
+    def method(self: TensorList, *args: Any, **kwargs: Any) -> TensorList:
+        out = op(self.tensors, *map(_unwrap, args), **{k: _unwrap(v) for k, v in kwargs.items()})
+        return self if inplace else TensorList(out)
+
+    method.__name__ = f"{name}{'_' if inplace else ''}"
+    method.__doc__ = f"Multi-tensor ``Tensor.{method.__name__}`` (``torch._foreach_{method.__name__}``)."
+    return method
+
+
+class TensorList:
+    """Tensors that are updated together, exposing Tensor-like methods backed by foreach kernels."""
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors: Iterable[Tensor]) -> None:
+        self.tensors: list[Tensor] = list(tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.tensors)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.tensors[index]
+
+    def __repr__(self) -> str:
+        return f"TensorList({len(self.tensors)} tensors)"
+
+    # Arithmetic, out of place and in place, with a scalar, a 0-d tensor or another TensorList.
+    add = _foreach("add", inplace=False)
+    add_ = _foreach("add", inplace=True)
+    sub = _foreach("sub", inplace=False)
+    sub_ = _foreach("sub", inplace=True)
+    mul = _foreach("mul", inplace=False)
+    mul_ = _foreach("mul", inplace=True)
+    div = _foreach("div", inplace=False)
+    div_ = _foreach("div", inplace=True)
+    addcmul = _foreach("addcmul", inplace=False)
+    addcmul_ = _foreach("addcmul", inplace=True)
+    addcdiv = _foreach("addcdiv", inplace=False)
+    addcdiv_ = _foreach("addcdiv", inplace=True)
+    lerp = _foreach("lerp", inplace=False)
+    lerp_ = _foreach("lerp", inplace=True)
+    # Unary maps.
+    neg = _foreach("neg", inplace=False)
+    neg_ = _foreach("neg", inplace=True)
+    sqrt = _foreach("sqrt", inplace=False)
+    sqrt_ = _foreach("sqrt", inplace=True)
+    sign = _foreach("sign", inplace=False)
+    sign_ = _foreach("sign", inplace=True)
+    abs = _foreach("abs", inplace=False)
+    zero_ = _foreach("zero", inplace=True)
+    # Clamping (``clamp_min_`` with a TensorList is the elementwise maximum).
+    clamp_min = _foreach("clamp_min", inplace=False)
+    clamp_min_ = _foreach("clamp_min", inplace=True)
+    clamp_max = _foreach("clamp_max", inplace=False)
+    clamp_max_ = _foreach("clamp_max", inplace=True)
+    copy_ = _foreach("copy", inplace=True)
+
+    # ``sgn`` is ``sign`` for real tensors; complex parameters reach the math as real views.
+    sgn = sign
+    sgn_ = sign_
+
+    def clamp_(self, min: Any = None, max: Any = None) -> TensorList:
+        """Multi-tensor ``Tensor.clamp_``."""
+        if min is not None:
+            self.clamp_min_(min)
+        if max is not None:
+            self.clamp_max_(max)
+        return self
+
+    def clone(self) -> TensorList:
+        """Multi-tensor ``Tensor.clone``."""
+        return TensorList([t.clone() for t in self.tensors])
+
+    def __neg__(self) -> TensorList:
+        return self.neg()
+
+
+Maths = Tensor | TensorList
+"""What an update receives for a parameter, its gradient or a state tensor: one tensor or a batch."""
+

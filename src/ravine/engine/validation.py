@@ -1,0 +1,68 @@
+"""Hyperparameter checks shared by every optimizer.
+
+Messages start with torch.optim's wording (``Invalid learning rate: -1``), which PyTorch's own test suite
+matches by regex, and then name the argument and the accepted range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+_LABELS = {
+    "lr": "learning rate",
+    "eps": "epsilon value",
+    "weight_decay": "weight_decay value",
+    "momentum": "momentum value",
+    "lr_decay": "lr_decay value",
+    "alpha": "alpha value",
+    "initial_accumulator_value": "initial_accumulator_value value",
+    "eps_root": "eps_root value",
+}
+
+
+def _number(value: Any) -> float:
+    return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+def check_lr(lr: float | Tensor) -> None:
+    """lr ≥ 0; a tensor lr must hold exactly one element."""
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    check_non_negative("lr", lr)
+
+
+def check_non_negative(name: str, value: float | Tensor) -> None:
+    if not 0.0 <= _number(value):
+        label = _LABELS.get(name, f"{name} value")
+        raise ValueError(f"Invalid {label}: {value} ({name} must be >= 0)")
+
+
+def check_unit_interval(name: str, value: float, *, closed: bool = True) -> None:
+    """0 ≤ value ≤ 1 (or < 1 when ``closed`` is False)."""
+    number = _number(value)
+    inside = 0.0 <= number <= 1.0 if closed else 0.0 <= number < 1.0
+    if not inside:
+        label = _LABELS.get(name, f"{name} value")
+        bound = "[0, 1]" if closed else "[0, 1)"
+        raise ValueError(f"Invalid {label}: {value} ({name} must be in {bound})")
+
+
+def check_betas(betas: tuple[float, float]) -> None:
+    """Two coefficients, each in [0, 1)."""
+    if len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas} (betas must be a pair (beta1, beta2))")
+    if isinstance(betas[0], Tensor) != isinstance(betas[1], Tensor):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for index, beta in enumerate(betas):
+        if not 0.0 <= _number(beta) < 1.0:
+            raise ValueError(
+                f"Invalid beta parameter at index {index}: {beta} (betas[{index}] must be in [0, 1))"
+            )
+
+
+def check_fused_flags(foreach: bool | None, fused: bool | None) -> None:
+    """The implementation flags, with torch's rules and messages."""
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")

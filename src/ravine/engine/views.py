@@ -1,0 +1,80 @@
+"""What an algorithm's ``update`` sees: its state and its hyperparameters, as plain attributes.
+
+:class:`StateView` presents the state of one parameter (as tensors) or of a batch of parameters (as
+:class:`~ravine.engine.tensorlist.TensorList`) under the same attribute names, so the update reads
+``state.exp_avg`` either way. Complex parameters are presented as real views, so every element-wise
+algorithm treats real and imaginary parts as independent coordinates, as torch does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ravine.engine.tensorlist import TensorList
+
+
+def real_view(t: Tensor) -> Tensor:
+    """``t`` seen as a real tensor (complex ``(…)`` becomes real ``(…, 2)``); sparse tensors unchanged."""
+    return torch.view_as_real(t) if t.is_complex() and not t.is_sparse else t
+
+
+class StateView:
+    """Attribute access to the per-parameter state dicts of a single parameter or of a batch.
+
+    Reading a key that is not in the state gives ``None``; assigning a tensor (or TensorList) stores it for
+    every parameter of the view, converted back to complex where the parameter is complex.
+    """
+
+    __slots__ = ("_batched", "_complex", "_dicts")
+
+    def __init__(self, dicts: list[dict[str, Any]], *, is_complex: bool, batched: bool) -> None:
+        object.__setattr__(self, "_dicts", dicts)
+        object.__setattr__(self, "_complex", is_complex)
+        object.__setattr__(self, "_batched", batched)
+
+    def __getattr__(self, key: str) -> Any:
+        values = [d.get(key) for d in self._dicts]
+        if values[0] is None:
+            return None
+        if self._complex:
+            values = [real_view(v) for v in values]
+        return TensorList(values) if self._batched else values[0]
+
+    def __setattr__(self, key: str, value: Tensor | TensorList) -> None:
+        values = value.tensors if isinstance(value, TensorList) else [value]
+        if len(values) != len(self._dicts):
+            raise ValueError(f"state.{key}: expected {len(self._dicts)} tensors, got {len(values)}")
+        for d, v in zip(self._dicts, values, strict=True):
+            d[key] = torch.view_as_complex(v) if self._complex and not v.is_complex() else v
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._dicts[0]
+
+
+def scalar(value: Any) -> Any:
+    """A hyperparameter as the eager paths use it: 1-element tensors become Python numbers."""
+    if isinstance(value, Tensor):
+        return value.item()
+    if isinstance(value, tuple):
+        return tuple(scalar(v) for v in value)
+    return value
+
+
+class Hyper:
+    """A parameter group's hyperparameters as attributes (``hp.lr``, ``hp.betas``), plus ``hp.step``.
+
+    ``step`` is the step count of the parameters being updated *after* this step's increment (1 on the
+    first step), as a Python float, or ``None`` for algorithms without a step counter.
+    """
+
+    def __init__(self, group: dict[str, Any], step: float | None = None) -> None:
+        for key, value in group.items():
+            if key != "params":
+                setattr(self, key, scalar(value))
+        self.step = step
+
+    def __getattr__(self, key: str) -> Any:  # only called for missing attributes
+        raise AttributeError(f"this parameter group has no hyperparameter {key!r}")

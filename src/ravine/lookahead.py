@@ -1,0 +1,149 @@
+"""Lookahead (Zhang et al., 2019): k steps forward, one step back, around any torch optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ravine.engine.validation import check_unit_interval
+
+SLOW_KEY = "slow_param"
+STEP_KEY = "lookahead_step"
+
+
+class Lookahead(torch.optim.Optimizer):
+    r"""Wrap any :class:`torch.optim.Optimizer` (the *fast* optimizer) with Lookahead's slow weights.
+
+    Algorithm (φ the slow weights, θ the fast ones, φ₀ = θ₀)::
+
+        every step:       θ ← inner_step(θ)
+        every k-th step:  φ ← φ + α·(θ − φ);  θ ← φ
+
+    Paper: Zhang, Lucas, Hinton & Ba, "Lookahead Optimizer: k steps forward, 1 step back", NeurIPS 2019.
+
+    ``param_groups``, ``state``, ``zero_grad``, ``add_param_group`` and LR schedulers act on the wrapped
+    optimizer. Unlike the reference implementation, the slow weights (``state_dict()['state'][i]
+    ['slow_param']``) and the step counter (``param_groups[*]['lookahead_step']``) are saved, so a resumed
+    run continues bit-identically; the rest of the state dict is the inner optimizer's own.
+
+    Args:
+        optimizer: the fast optimizer.
+        k: synchronise every ``k`` steps (≥ 1).
+        alpha: slow-weight step size in [0, 1].
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(
+                f"Invalid optimizer: {optimizer!r} (Lookahead wraps a torch.optim.Optimizer instance)"
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"Invalid k value: {k!r} (k must be an integer >= 1)")
+        check_unit_interval("alpha", alpha)
+        # Optimizer.__init__ would build param_groups of its own; __setstate__ sets up the hooks instead.
+        self.__setstate__(
+            {
+                "optimizer": optimizer,
+                "defaults": {"k": k, "alpha": alpha},
+                "k": k,
+                "alpha": alpha,
+                "lookahead_step": 0,
+                "slow_params": {},
+            }
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        keys = ("optimizer", "defaults", "k", "alpha", "lookahead_step", "slow_params")
+        return {key: self.__dict__[key] for key in keys}
+
+    # ---- the wrapped optimizer's view ------------------------------------------------------------
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.optimizer.state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __repr__(self) -> str:
+        return f"Lookahead(k={self.k}, alpha={self.alpha}, optimizer={self.optimizer!r})"
+
+    def _params(self) -> list[Tensor]:
+        """Parameters in torch's state-dict order: first appearance across groups."""
+        seen: dict[int, Tensor] = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    # ---- the algorithm ---------------------------------------------------------------------------
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One fast step; every k-th call also pulls the slow weights towards the fast ones and resets θ."""
+        for p in self._params():
+            if p not in self.slow_params:
+                self.slow_params[p] = p.detach().clone()  # φ₀ = θ₀ (before the first inner step)
+        loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        self.lookahead_step += 1
+        if self.lookahead_step % self.k == 0:
+            self.synchronize()
+        return loss
+
+    @torch.no_grad()
+    def synchronize(self) -> None:
+        """φ ← φ + α·(θ − φ); θ ← φ, for every parameter (one foreach pair per device and dtype)."""
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+        for p in self._params():
+            slow_list, fast_list = groups.setdefault((p.device, p.dtype), ([], []))
+            slow_list.append(self.slow_params[p])
+            fast_list.append(p)
+        for slow_list, fast_list in groups.values():
+            torch._foreach_lerp_(slow_list, fast_list, self.alpha)
+            torch._foreach_copy_(fast_list, slow_list)
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """The inner optimizer's state dict, plus ``slow_param`` per parameter and ``lookahead_step``."""
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        inner = self.optimizer.state_dict()
+        state = {index: dict(values) for index, values in inner["state"].items()}
+        for index, p in enumerate(self._params()):
+            if p in self.slow_params:
+                state.setdefault(index, {})[SLOW_KEY] = self.slow_params[p]
+        groups = [{**group, STEP_KEY: self.lookahead_step} for group in inner["param_groups"]]
+        result = {"state": state, "param_groups": groups}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, result) or result
+        return result
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        """Load a state dict made by :meth:`state_dict` (or a plain one of the inner optimizer)."""
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            state_dict = pre_hook(self, state_dict) or state_dict
+        groups = [dict(group) for group in state_dict["param_groups"]]
+        steps = {group.pop(STEP_KEY, 0) for group in groups}
+        state: dict[Any, dict[str, Any]] = {}
+        slow: dict[Any, Tensor] = {}
+        for index, values in state_dict["state"].items():
+            values = dict(values)
+            if SLOW_KEY in values:
+                slow[index] = values.pop(SLOW_KEY)
+            if values:
+                state[index] = values
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.lookahead_step = int(max(steps)) if steps else 0
+        self.slow_params = {}
+        for index, p in enumerate(self._params()):
+            if index in slow:
+                self.slow_params[p] = slow[index].to(dtype=p.dtype, device=p.device, copy=True)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
