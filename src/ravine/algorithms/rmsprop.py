@@ -19,17 +19,18 @@ class RMSprop(Optimizer):
         g  ← g + λ·p                                  (if weight_decay)
         S  ← α·S + (1 − α)·g²
         Ŝ  ← S / (1 − αᵗ)    if bias_correction  else S
-        ḡ  ← lerp(ḡ, g, 1 − α);  ĝ ← ḡ/(1 − αᵗ) or ḡ  (if centered)
-        d  ← √(Ŝ − ĝ²) + ε   if centered  else  √Ŝ + ε
+        ḡ  ← lerp(ḡ, g, 1 − α)                        (if centered)
+        d  ← √(Ŝ − ḡ²) + ε   if centered  else  √Ŝ + ε
         b  ← μ·b + g/d;  p ← p − lr·b                 (if momentum)
         p  ← p − lr·g/d                               (otherwise)
 
     Source: Tieleman & Hinton, "Lecture 6.5 — RMSprop", COURSERA: Neural Networks for Machine Learning (2012);
     centered form from Graves, "Generating Sequences With Recurrent Neural Networks" (2013). ε is outside the
     square root and lr outside the momentum buffer, as in torch. ``bias_correction=True`` divides the square
-    average by ``1 − αᵗ`` (the seeds' corrected form, as Adam does for its second moment); with the default
-    ``False`` the result is bit-identical to torch. State: ``step``, ``square_avg``, ``momentum_buffer``
-    (momentum > 0), ``grad_avg`` (centered).
+    average by ``1 − αᵗ`` (the seeds' corrected form, as Adam does for its second moment). Only S is corrected:
+    correcting ḡ too would make the centered variance exactly zero on the first step (Ŝ = ĝ² = g²) and the
+    step g/ε explode. With the default ``False`` the result is bit-identical to torch.
+    State: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
     """
 
     step_counter = True
@@ -78,11 +79,8 @@ class RMSprop(Optimizer):
         if hp.centered:
             grad_avg = state.grad_avg
             grad_avg.lerp_(grad, 1 - alpha)
-            if hp.bias_correction:
-                avg = square_avg.div(correction).addcmul_(grad_avg, grad_avg, value=-1 / correction**2)
-            else:
-                avg = square_avg.addcmul(grad_avg, grad_avg, value=-1)
-            avg = avg.sqrt_()
+            corrected = square_avg.div(correction) if hp.bias_correction else square_avg
+            avg = corrected.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
         else:
             avg = square_avg.div(correction).sqrt_() if hp.bias_correction else square_avg.sqrt()
         avg = avg.add_(hp.eps)
