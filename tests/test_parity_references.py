@@ -145,3 +145,13 @@ def test_lookahead_state_dict_loads_into_the_plain_inner_optimizer():
     assert all("slow_param" in s for s in sd["state"].values())
     plain.load_state_dict(la.optimizer.state_dict())
     assert plain.state_dict()["state"][0]["step"] == 1
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adopt_complex_parameters_match_official_package(foreach):
+    g = torch.Generator().manual_seed(5)
+    ref_params = [torch.randn(6, 4, dtype=torch.complex64, generator=g).requires_grad_()]
+    cand_params = clone_params(ref_params)
+    reference = adopt.ADOPT(ref_params, lr=1e-2, weight_decay=0.1, foreach=foreach)
+    candidate = ravine.ADOPT(cand_params, lr=1e-2, weight_decay=0.1, foreach=foreach)
+    assert_same_run(reference, ref_params, candidate, cand_params, 30, exact=False, rtol=1e-6, atol=1e-7)
