@@ -37,3 +37,11 @@ def test_ci_runs_the_readme_test_command():
     match = re.search(r"<!-- test-command -->\n```bash\n(.+?)\n```", readme, re.S)
     assert match, "README must show the test command in a ```bash block after <!-- test-command -->"
     assert match.group(1).strip() in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("heading", ["## Quick start", "## A complete training loop"])
+def test_readme_examples_run_as_printed(heading):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(re.escape(heading) + r".*?```python\n(.*?)```", readme, re.S)
+    assert block, heading
+    exec(compile(block.group(1), f"README {heading}", "exec"), {})

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 import ravine
-from ravine import demo
+from ravine import demo, schedules
 
 
 def _positive_int(text: str) -> int:
@@ -30,7 +30,53 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of: {', '.join(demo.OPTIMIZERS)}",
     )
     demo_parser.add_argument("--seed", type=int, default=0)
+
+    schedule_parser = commands.add_parser("schedule", help="learning-rate schedules")
+    schedule_commands = schedule_parser.add_subparsers(dest="schedule_command", required=True)
+    plot = schedule_commands.add_parser(
+        "plot", help="draw a schedule to a PNG",
+        description="Draw a schedule, e.g.: ravine schedule plot warmup_cosine --steps 1000 "
+        "lr=3e-4 warmup_steps=100 total_steps=1000 -o warmup_cosine.png",
+    )
+    plot.add_argument("name", choices=sorted(schedules.SCHEDULES), help="the schedule")
+    plot.add_argument("params", nargs="*", metavar="KEY=VALUE",
+                      help="the schedule's arguments (lr defaults to 1e-3)")
+    plot.add_argument("--steps", type=_positive_int, default=1000, help="steps to draw (default 1000)")
+    plot.add_argument("-o", "--output", default=None, help="PNG path (default: NAME.png)")
     return parser
+
+
+def _parse_value(text: str) -> int | float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def run_schedule_plot(args: argparse.Namespace) -> int:
+    from ravine.plotting import plot_schedule
+
+    params: dict[str, int | float | None] = {"lr": 1e-3}
+    for item in args.params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"ravine schedule plot: expected KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        try:
+            params[key] = _parse_value(value)
+        except ValueError:
+            print(f"ravine schedule plot: {key}={value!r} is not a number", file=sys.stderr)
+            return 2
+    try:
+        schedule = schedules.SCHEDULES[args.name](**params)
+    except (TypeError, ValueError) as error:
+        print(f"ravine schedule plot {args.name}: {error}", file=sys.stderr)
+        return 2
+    path = plot_schedule(schedule, args.steps, args.output or f"{args.name}.png")
+    print(f"wrote {path} ({schedule!r}, {args.steps} steps)")
+    return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -48,9 +94,17 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE schedule arguments may follow options such as --steps; everything else is an error.
+    if extra and not (args.command == "schedule" and all("=" in item for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "schedule":
+        args.params = [*args.params, *extra]
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "schedule":
+        return run_schedule_plot(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

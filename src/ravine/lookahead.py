@@ -91,7 +91,10 @@ class Lookahead(torch.optim.Optimizer):
         for p in self._params():
             if p not in self.slow_params:
                 self.slow_params[p] = p.detach().clone()  # φ₀ = θ₀ (before the first inner step)
+        skipped_before = getattr(self.optimizer, "skipped_steps", None)
         loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        if skipped_before is not None and self.optimizer.skipped_steps != skipped_before:
+            return loss  # the inner optimizer skipped a non-finite step: it does not count towards k
         self.lookahead_step += 1
         if self.lookahead_step % self.k == 0:
             self.synchronize()

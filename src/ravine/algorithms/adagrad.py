@@ -43,6 +43,8 @@ class Adagrad(Optimizer):
         *,
         maximize: bool = False,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative("lr_decay", lr_decay)
@@ -52,6 +54,7 @@ class Adagrad(Optimizer):
         defaults = dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, maximize=maximize, foreach=foreach, fused=fused,
+            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

@@ -45,6 +45,8 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative("eps", eps)
@@ -54,6 +56,7 @@ class Adam(Optimizer):
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             eps_root=eps_root, decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, fused=fused,
+            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -107,8 +110,11 @@ class AdamW(Adam):
         eps_root: float = 0.0,
         foreach: bool | None = None,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, eps_root=eps_root,
-            decoupled_weight_decay=True, foreach=foreach, fused=fused,
+            decoupled_weight_decay=True, foreach=foreach, fused=fused, skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
         )

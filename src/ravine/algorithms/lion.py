@@ -36,12 +36,15 @@ class Lion(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
         check_non_negative("weight_decay", weight_decay)
         defaults = dict(
-            lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused
+            lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused,
+            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

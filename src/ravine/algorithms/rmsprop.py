@@ -49,6 +49,8 @@ class RMSprop(Optimizer):
         bias_correction: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative("eps", eps)
@@ -58,6 +60,7 @@ class RMSprop(Optimizer):
         defaults = dict(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
             maximize=maximize, bias_correction=bias_correction, foreach=foreach, fused=fused,
+            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ravine.engine.optimizer import Optimizer, ParamsT
@@ -40,6 +41,8 @@ class SGD(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
+        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative("momentum", momentum)
@@ -52,6 +55,7 @@ class SGD(Optimizer):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, fused=fused,
+            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

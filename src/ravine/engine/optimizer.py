@@ -16,6 +16,7 @@ the very same ``update`` over :class:`~ravine.engine.tensorlist.TensorList` batc
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine.tensorlist import Maths, TensorList
-from ravine.engine.validation import check_fused_flags
+from ravine.engine.validation import check_fused_flags, check_state_dtype
 from ravine.engine.views import Hyper, StateView, real_view
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
@@ -32,6 +33,9 @@ FUSED_NOT_AVAILABLE = (
     "ravine: fused=True is not available in this release; the compiled fused step is tracked in the "
     "'Fused: every optimizer at the memory-bandwidth limit' issue. Use fused=None (the default) or foreach=True."
 )
+
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def scalar_dtype() -> torch.dtype:
@@ -76,6 +80,14 @@ class Optimizer(torch.optim.Optimizer):
       counted from 1, as ``hp.step``.
     * ``eager_state`` — create state at construction rather than at the first step (torch's Adagrad).
     * ``supports_sparse`` — accept sparse gradients (they always take the per-tensor path).
+
+    Every ravine optimizer also understands two group options, passed through ``defaults``:
+
+    * ``skip_nonfinite`` (default False) — if any gradient of the step holds NaN or Inf, change no parameter
+      and no state, add one to ``skipped_steps`` and warn once with the parameters' names.
+    * ``state_dtype`` (default None) — dtype of floating state: None means float32 for bfloat16/float16
+      parameters (whose update is then computed in float32 and rounded once) and the parameter's dtype
+      otherwise. Loading a checkpoint keeps this dtype instead of casting state to the parameter's.
     """
 
     step_counter: ClassVar[bool] = False
@@ -87,6 +99,9 @@ class Optimizer(torch.optim.Optimizer):
         defaults.setdefault("maximize", False)
         defaults.setdefault("foreach", None)
         defaults.setdefault("fused", None)
+        defaults.setdefault("skip_nonfinite", False)
+        defaults["state_dtype"] = check_state_dtype(defaults.get("state_dtype"))
+        defaults.setdefault("skipped_steps", 0)
         check_fused_flags(defaults["foreach"], defaults["fused"])
         if defaults["fused"]:
             raise RuntimeError(FUSED_NOT_AVAILABLE)
@@ -95,7 +110,7 @@ class Optimizer(torch.optim.Optimizer):
             for group in self.param_groups:
                 hp = Hyper(group)
                 for p in group["params"]:
-                    self.state[p] = self._new_state(p, hp)
+                    self.state[p] = self._new_state(p, hp, group)
 
     # ---- what a subclass defines -------------------------------------------------------------------
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:
@@ -122,12 +137,45 @@ class Optimizer(torch.optim.Optimizer):
             if step is not None and not torch.is_tensor(step):
                 param_state["step"] = torch.tensor(float(step), dtype=scalar_dtype())
 
-    def _new_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped by ``skip_nonfinite`` (saved in the state dict with the param groups)."""
+        return max((group.get("skipped_steps", 0) for group in self.param_groups), default=0)
+
+    @staticmethod
+    def compute_dtype(p: Tensor, group: dict[str, Any]) -> torch.dtype:
+        """The dtype of ``p``'s floating state and of its update arithmetic."""
+        if not p.is_floating_point():
+            return p.dtype
+        if group.get("state_dtype") is not None:
+            return getattr(torch, group["state_dtype"])
+        return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+
+    def _new_state(self, p: Tensor, hp: Hyper, group: dict[str, Any]) -> dict[str, Tensor]:
         state: dict[str, Tensor] = {}
         if self.step_counter:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-        state.update(self.init_state(p, hp))
+        dtype = self.compute_dtype(p, group)
+        like = p if dtype == p.dtype else torch.empty_like(p, dtype=dtype)
+        state.update(self.init_state(like, hp))
         return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        """torch's loading, except that floating state keeps this optimizer's state dtype.
+
+        torch casts every floating state tensor to its parameter's dtype, which rounds the float32 state of
+        bfloat16 parameters to bfloat16 on every resume; here such state is restored from the checkpoint's
+        own values in the dtype :meth:`compute_dtype` gives.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [(p, group) for group in self.param_groups for p in group["params"]]
+        for saved_id, (p, group) in zip(saved_ids, params, strict=False):
+            dtype = self.compute_dtype(p, group)
+            saved = state_dict["state"].get(saved_id, {})
+            for key, value in saved.items():
+                if key != "step" and torch.is_tensor(value) and value.is_floating_point() and dtype != p.dtype:
+                    self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -141,9 +189,44 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if any(group["skip_nonfinite"] for group in self.param_groups) and self._skip_nonfinite_step():
+            return loss
         for group in self.param_groups:
             self._step_group(group)
         return loss
+
+    def _skip_nonfinite_step(self) -> bool:
+        """True (and the skip counted) when any gradient holds NaN or Inf. One host sync on this path."""
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return False
+        checks = [torch.isfinite(g._values() if g.is_sparse else g).all() for g in grads]
+        if bool(torch.stack([c.to(checks[0].device) for c in checks]).all()):
+            return False
+        for group in self.param_groups:
+            group["skipped_steps"] = group.get("skipped_steps", 0) + 1
+        if not getattr(self, "_warned_nonfinite", False):
+            self._warned_nonfinite = True
+            warnings.warn(
+                f"{type(self).__name__}: skipped a step because of non-finite gradients in "
+                f"{', '.join(self._nonfinite_names())} (warning once; see optimizer.skipped_steps)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return True
+
+    def _nonfinite_names(self) -> list[str]:
+        names = []
+        for g_index, group in enumerate(self.param_groups):
+            labels = group.get("param_names") or [None] * len(group["params"])
+            for p_index, (p, label) in enumerate(zip(group["params"], labels, strict=True)):
+                grad = p.grad
+                if grad is None:
+                    continue
+                values = grad._values() if grad.is_sparse else grad
+                if not bool(torch.isfinite(values).all()):
+                    names.append(label or f"param_groups[{g_index}]['params'][{p_index}] {tuple(p.shape)}")
+        return names
 
     def _step_group(self, group: dict[str, Any]) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -157,7 +240,7 @@ class Optimizer(torch.optim.Optimizer):
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 has_sparse = True
             if not self.state.get(p):
-                new_state = self._new_state(p, hp)
+                new_state = self._new_state(p, hp, group)
                 if new_state:
                     self.state[p] = new_state
         foreach = group["foreach"]
@@ -193,12 +276,17 @@ class Optimizer(torch.optim.Optimizer):
                 steps[0] += 1
             hp.step = steps[0].item()
         views = StateView(states, is_complex=params[0].is_complex(), batched=batched)
-        p_real = [real_view(p) for p in params]
-        g_real = [real_view(g) for g in grads]
+        dtype = self.compute_dtype(params[0], group)
+        if dtype == params[0].dtype:
+            work, g_work = [real_view(p) for p in params], [real_view(g) for g in grads]
+        else:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once at the end
+            work, g_work = [p.to(dtype) for p in params], [g.to(dtype) for g in grads]
         if batched:
-            self.update(TensorList(p_real), TensorList(g_real), views, hp)
+            self.update(TensorList(work), TensorList(g_work), views, hp)
         else:
-            self.update(p_real[0], g_real[0], views, hp)
+            self.update(work[0], g_work[0], views, hp)
+        if dtype != params[0].dtype:
+            torch._foreach_copy_(params, work)
         for p, state in zip(params, states, strict=True):
             if state and not self.state.get(p):
                 self.state[p] = state  # state the update created lazily (e.g. SGD's momentum buffer)

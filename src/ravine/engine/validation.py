@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 _LABELS = {
@@ -66,3 +67,13 @@ def check_fused_flags(foreach: bool | None, fused: bool | None) -> None:
     """The implementation flags, with torch's rules and messages."""
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def check_state_dtype(state_dtype: Any) -> str | None:
+    """None, or a floating dtype (``torch.float32`` or ``"float32"``); returned as its name for the groups."""
+    if state_dtype is None:
+        return None
+    name = str(state_dtype).removeprefix("torch.")
+    if not isinstance(getattr(torch, name, None), torch.dtype) or not getattr(torch, name).is_floating_point:
+        raise ValueError(f"Invalid state_dtype: {state_dtype!r} (state_dtype must be None or a floating dtype)")
+    return name
