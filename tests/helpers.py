@@ -62,8 +62,14 @@ def assert_same_run(
     rtol: float = 1e-6,
     atol: float = 0.0,
     grads: Callable[[list[Tensor], int], None] = set_grads,
+    realign: bool = False,
 ) -> None:
-    """Step both optimizers on the same gradient stream and compare parameters and every state tensor."""
+    """Step both optimizers on the same gradient stream and compare parameters and every state tensor.
+
+    With ``realign``, the candidate's parameters and state are overwritten (in place) with the reference's
+    after each comparison, as torch's TensorTracker does, so every step is checked from the same start and
+    rounding differences cannot accumulate.
+    """
     for step in range(steps):
         grads(ref_params, step)
         grads(cand_params, step)
@@ -76,6 +82,12 @@ def assert_same_run(
         assert [k[:2] for k in ref_state] == [k[:2] for k in cand_state], f"step {step}: state keys differ"
         for (i, key, a), (_, _, b) in zip(ref_state, cand_state, strict=True):
             _compare(a, b, f"step {step}: state[{i}][{key!r}]", exact, rtol, atol)
+        if realign:
+            with torch.no_grad():
+                for a, b in zip(ref_params, cand_params, strict=True):
+                    b.copy_(a)
+                for (_, _, a), (_, _, b) in zip(ref_state, cand_state, strict=True):
+                    b.copy_(a)
 
 
 def _compare(a: Any, b: Any, where: str, exact: bool, rtol: float, atol: float) -> None:
@@ -86,3 +98,16 @@ def _compare(a: Any, b: Any, where: str, exact: bool, rtol: float, atol: float) 
         assert torch.equal(a, b), f"{where}: not bit-identical, max diff {(a - b).abs().max().item()}"
     else:
         torch.testing.assert_close(b, a, rtol=rtol, atol=atol, msg=lambda m: f"{where}: {m}")
+
+
+def amp_step(model, optimizer, scaler, x, dtype=torch.bfloat16, poison=False, clip=None) -> None:
+    """One step of the seeds' mixed-precision loop on CPU autocast; ``poison`` makes every gradient Inf."""
+    optimizer.zero_grad()
+    with torch.autocast("cpu", dtype=dtype):
+        loss = model(x).float().pow(2).mean()
+    scaler.scale(loss * (float("inf") if poison else 1.0)).backward()
+    if clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    scaler.step(optimizer)
+    scaler.update()

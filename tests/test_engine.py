@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_same_run, clone_params, make_params, set_grads
+from helpers import amp_step, assert_same_run, clone_params, make_params, set_grads
 from torch.optim import optimizer as torch_optimizer
 
 import ravine
@@ -184,19 +184,9 @@ def test_grad_scaler_loop_skips_non_finite_steps():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
     x = torch.randn(8, 3)
     for _ in range(3):
-        optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(x).float().pow(2).mean()
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
+        amp_step(model, optimizer, scaler, x, clip=1.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     steps_before = [s["step"].clone() for s in optimizer.state.values()]
-    optimizer.zero_grad()
-    scaler.scale(model(x).sum() * float("inf")).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    amp_step(model, optimizer, scaler, x, poison=True)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(a, s["step"]) for a, s in zip(steps_before, optimizer.state.values(), strict=True))

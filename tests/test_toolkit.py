@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from helpers import clone_params, make_params, set_grads
+from helpers import amp_step, clone_params, make_params, set_grads
 from torch import nn
 
 import ravine
@@ -91,14 +91,7 @@ def test_lookahead_does_not_count_a_skipped_inner_step():
 
 # ---- mixed precision ------------------------------------------------------------------------------
 def _amp_step(model, optimizer, scaler, x, dtype, poison=False):
-    optimizer.zero_grad()
-    with torch.autocast("cpu", dtype=dtype):
-        loss = model(x).float().pow(2).mean()
-    scaler.scale(loss * (float("inf") if poison else 1.0)).backward()
-    scaler.unscale_(optimizer)
-    grads.clip_grad_norm_(model.parameters(), 1.0)
-    scaler.step(optimizer)
-    scaler.update()
+    amp_step(model, optimizer, scaler, x, dtype, poison=poison, clip=1.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])

@@ -56,9 +56,7 @@ def test_parameter_list_errors_match_torch(cls):
     cls([{"params": []}, {"params": [p]}])  # empty groups are accepted (ZeroRedundancyOptimizer needs it)
 
 
-def test_fused_is_refused_with_a_clear_error_until_it_exists():
-    with pytest.raises(RuntimeError, match="fused=True is not available"):
-        ravine.AdamW([p], fused=True)
+def test_fused_and_foreach_together_are_refused_like_torch():
     with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
         ravine.AdamW([p], fused=True, foreach=True)
 

@@ -79,17 +79,16 @@ class ADOPT(Optimizer):
 
     def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
         beta1, beta2 = hp.betas
-        previous_steps = hp.step - 1
         if hp.weight_decay != 0 and not hp.decouple:
             grad = grad.add(p, alpha=hp.weight_decay)
-        if previous_steps == 0:
+        if hp.step == 1:
             state.exp_avg_sq.addcmul_(grad, grad)
             return
         if hp.weight_decay != 0 and hp.decouple:
             p.add_(p, alpha=-hp.lr * hp.weight_decay)
         normed_grad = grad.div(state.exp_avg_sq.sqrt().clamp_min_(hp.eps))
         if self.clip_lambda is not None:
-            bound = self.clip_lambda(previous_steps)
+            bound = self.clip_lambda(hp.step - 1)
             normed_grad.clamp_(-bound, bound)
         state.exp_avg.lerp_(normed_grad, 1 - beta1)
         p.add_(state.exp_avg, alpha=-hp.lr)

@@ -59,6 +59,9 @@ class SGD(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def creates_state_in_update(self, hp: Hyper) -> bool:
+        return hp.momentum != 0  # the buffer starts as a copy of the first gradient
+
     def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
         if hp.weight_decay != 0:
             grad = grad.add(p, alpha=hp.weight_decay)

@@ -23,16 +23,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ravine.engine.fused import FlatGroup, compile_unavailable_reason, compiled_update
 from ravine.engine.tensorlist import Maths, TensorList
 from ravine.engine.validation import check_fused_flags, check_state_dtype
 from ravine.engine.views import Hyper, StateView, real_view
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
-FUSED_NOT_AVAILABLE = (
-    "ravine: fused=True is not available in this release; the compiled fused step is tracked in the "
-    "'Fused: every optimizer at the memory-bandwidth limit' issue. Use fused=None (the default) or foreach=True."
-)
+# Group entries that choose how the engine runs, not what the algorithm computes.
+ENGINE_KEYS = frozenset({"params", "param_names", "foreach", "fused", "skip_nonfinite", "state_dtype",
+                         "skipped_steps", "initial_lr"})
 
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -103,9 +103,16 @@ class Optimizer(torch.optim.Optimizer):
         defaults["state_dtype"] = check_state_dtype(defaults.get("state_dtype"))
         defaults.setdefault("skipped_steps", 0)
         check_fused_flags(defaults["foreach"], defaults["fused"])
-        if defaults["fused"]:
-            raise RuntimeError(FUSED_NOT_AVAILABLE)
         super().__init__(params, defaults)
+        self._flat_groups: dict[tuple[int, ...], FlatGroup] = {}
+        self._fused_seen: set[int] = set()
+        self._fused_scalars: dict[tuple[Any, ...], Tensor] = {}
+        for group in self.param_groups:
+            if group["fused"]:
+                for device in {p.device for p in group["params"]}:
+                    reason = compile_unavailable_reason(device)
+                    if reason is not None:
+                        raise RuntimeError(f"{type(self).__name__}(fused=True) is not available: {reason}")
         if self.eager_state:
             for group in self.param_groups:
                 hp = Hyper(group)
@@ -125,9 +132,20 @@ class Optimizer(torch.optim.Optimizer):
         """
         raise NotImplementedError(f"{type(self).__name__} must define update(p, grad, state, hp)")
 
+    def creates_state_in_update(self, hp: Hyper) -> bool:
+        """Whether ``update`` assigns state on a parameter's first step (SGD's momentum buffer).
+
+        Such a first step runs per tensor on the fused path, since compiled steps work on existing state.
+        """
+        return False
+
     # ---- the engine --------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return super().__getstate__()  # flat buffers and compiled-step caches are rebuilt after unpickling
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._flat_groups, self._fused_seen, self._fused_scalars = {}, set(), {}
         # Groups saved by torch.optim or by an older ravine lack newer flags: give them this class's defaults.
         for group in self.param_groups:
             for key, value in self.defaults.items():
@@ -243,6 +261,9 @@ class Optimizer(torch.optim.Optimizer):
                 new_state = self._new_state(p, hp, group)
                 if new_state:
                     self.state[p] = new_state
+        if group["fused"] and not has_sparse:
+            self._step_fused(group, params, hp)
+            return
         foreach = group["foreach"]
         if foreach is None:
             foreach = default_to_foreach(params)
@@ -252,6 +273,105 @@ class Optimizer(torch.optim.Optimizer):
         else:
             for p in params:
                 self._run([p], group, hp, batched=False)
+
+    # ---- the fused path ------------------------------------------------------------------------------
+    def _step_fused(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
+        """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor."""
+        lazy = self.creates_state_in_update(hp)
+        for batch in self._batches(params):
+            fusable = all(
+                type(p) in (Tensor, torch.nn.Parameter) and p.is_floating_point() and p.is_contiguous()
+                and (not lazy or id(p) in self._fused_seen or self.state.get(p))
+                for p in batch
+            )
+            if not fusable:  # a first step that creates state, DTensor, complex or strided tensors: eager
+                for p in batch:
+                    self._run([p], group, hp, batched=False)
+                    self._fused_seen.add(id(p))
+                continue
+            self._run_fused(batch, group)
+
+    def _run_fused(self, params: list[Tensor], group: dict[str, Any]) -> None:
+        states = [self.state[p] if self.state.get(p) else {} for p in params]
+        key = tuple(id(p) for p in params)
+        flat = self._flat_groups.get(key)
+        if flat is None or not flat.intact(states):
+            for other in [k for k in self._flat_groups if set(k) & set(key)]:
+                del self._flat_groups[other]
+            flat = self._flat_groups[key] = FlatGroup(params, states)
+        flat.collect_grads()
+        steps = [s["step"] for s in states] if self.step_counter else []
+        step = steps[0].item() + 1 if steps else None
+        # Scalar arithmetic (bias corrections, lr/bc) in float64, as the eager paths do it in Python floats.
+        device = params[0].device
+        scalar_type = torch.float32 if device.type == "mps" else torch.float64
+        scalars, statics, flags = self._fused_hyper(group, step, device, scalar_type)
+        with torch._dynamo.config.patch(recompile_limit=128):
+            compiled_update()(
+                type(self).update, self, flat.param_buffer, flat.grad_buffer, flat.state_buffers,
+                scalars, statics, flags,
+            )
+        if steps:  # counted only once the step has run
+            torch._foreach_add_(steps, 1)
+
+    def _fused_hyper(
+        self, group: dict[str, Any], step: float | None, device: torch.device, dtype: torch.dtype
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, bool]]:
+        """Numbers as cached 0-d tensors (filled in place: no recompiles), flags for 0/1 branches."""
+        scalars: dict[str, Any] = {}
+        statics: dict[str, Any] = {}
+        flags: dict[str, bool] = {}
+
+        def as_tensor(name: str, value: Any) -> Tensor:
+            if torch.is_tensor(value):
+                flags[f"{name}==0"] = flags[f"{name}==1"] = False  # reading it would cost a host sync
+                return value.to(device=device, dtype=dtype)
+            flags[f"{name}==0"], flags[f"{name}==1"] = value == 0, value == 1
+            cached = self._fused_scalars.get((id(group), name, device, dtype))
+            if cached is None:
+                cached = self._fused_scalars[(id(group), name, device, dtype)] = torch.zeros((), dtype=dtype,
+                                                                                         device=device)
+            return cached.fill_(value)
+
+        entries = {**group, "step": step} if step is not None else dict(group)
+        entries["grad_sign"] = -1.0 if group["maximize"] else 1.0
+        for name, value in entries.items():
+            if name in ENGINE_KEYS or name == "maximize":
+                continue
+            if isinstance(value, bool) or value is None or isinstance(value, str):
+                statics[name] = value
+            elif isinstance(value, tuple):
+                scalars[name] = tuple(as_tensor(f"{name}[{i}]", v) for i, v in enumerate(value))
+            else:
+                scalars[name] = as_tensor(name, value)
+        return scalars, statics, flags
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``, except that gradients living in a fused group's flat buffer are zeroed.
+
+        Dropping them (``set_to_none``) would make autograd allocate fresh gradients that the next fused step
+        must copy back into the buffer; zeroing keeps them in place. As with ``set_to_none=False`` in torch,
+        such a parameter then steps with a zero gradient even if backward did not reach it.
+        """
+        if not self._flat_groups:
+            super().zero_grad(set_to_none=set_to_none)
+            return
+        owned: set[int] = set()
+        for flat in self._flat_groups.values():
+            owned.update(id(p) for p in flat.params if flat.owns_grad(p))
+            flat.grad_buffer.zero_()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or id(p) in owned:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
+                    else:
+                        p.grad.requires_grad_(False)
+                    p.grad.zero_()
 
     def _batches(self, params: list[Tensor]) -> list[list[Tensor]]:
         """Parameters that can share foreach kernels and scalars: same device, dtype, step and state keys."""

@@ -1,0 +1,409 @@
+"""The fused path: an algorithm's own ``update``, compiled once per (device, dtype) group over flat buffers.
+
+No algorithm is written twice. ``torch.compile`` (inductor: C++/OpenMP on CPU, Triton on CUDA) traces the very
+``update`` method the eager paths run, with two thin wrappers standing in for its arguments:
+
+* :class:`FusedTensor` wraps a flat buffer and offers the tensor methods optimizer math uses; a tensor
+  ``alpha=``/``value=`` (which ATen only takes as a Python number) is folded into a multiplication.
+* :class:`HyperScalar` wraps a hyperparameter held as a 0-d tensor. Arithmetic gives tensors, so a schedule
+  that changes lr, betas or weight decay every step never recompiles; comparisons with 0 and 1
+  (``if hp.weight_decay != 0``) read flags computed outside the graph, so only a change in such a branch
+  (weight decay switched on, say) compiles a second graph.
+
+Parameters, gradients and state of a group live in one flat buffer each (:class:`FlatGroup`): parameters are
+re-pointed to views of the parameter buffer (``p.data``), gradients are views of the gradient buffer that
+autograd accumulates into in place, and ``optimizer.state[p][key]`` are views of the state buffers, so
+``state_dict`` keeps torch's per-parameter format. Compile cost therefore does not grow with the number of
+tensors, and one kernel streams each buffer once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+# ---- availability -----------------------------------------------------------------------------------
+def compile_unavailable_reason(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot build the fused step on ``device`` here, or None if it can."""
+    if device.type == "cpu":
+        compilers = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        if not any(name and shutil.which(name) for name in compilers):
+            return "torch.compile needs a C++ compiler for CPU kernels and none was found (set CXX or install g++)"
+        return None
+    if device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+        except ImportError:  # pragma: no cover - very old torch
+            return "this torch build cannot tell whether Triton is available"
+        return None if has_triton() else "torch.compile needs Triton for CUDA kernels (pip install triton)"
+    return f"the fused step is built for CPU and CUDA, not {device.type!r}"
+
+
+# ---- what the update sees -----------------------------------------------------------------------------
+def _raw(value: Any) -> Any:
+    if isinstance(value, FusedTensor):
+        return value.t
+    if isinstance(value, HyperScalar):
+        return value.t
+    return value
+
+
+def _scaled(other: Any, factor: Any) -> Any:
+    """``other·factor`` without a multiplication when the factor is the literal 1."""
+    other, factor = _raw(other), _raw(factor)
+    if isinstance(factor, (int, float)) and factor == 1:
+        return other
+    return other * factor
+
+
+class HyperScalar:
+    """A hyperparameter inside the compiled step: a 0-d tensor with static zero/one flags for branching."""
+
+    __slots__ = ("flags", "key", "t")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, t: Tensor, flags: dict[str, bool], key: str) -> None:
+        self.t, self.flags, self.key = t, flags, key
+
+    def _flag(self, other: Any) -> bool:
+        if isinstance(other, (int, float)) and other in (0, 1) and f"{self.key}=={int(other)}" in self.flags:
+            return self.flags[f"{self.key}=={int(other)}"]
+        raise TypeError(f"{self.key} can only be compared with 0 or 1 in a fused step (got {other!r})")
+
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        return self._flag(other)
+
+    def __ne__(self, other: object) -> bool:  # type: ignore[override]
+        return not self._flag(other)
+
+    def __gt__(self, other: Any) -> bool:  # hyperparameters are validated non-negative
+        if other != 0:
+            raise TypeError(f"{self.key} can only be compared with 0 in a fused step (got {other!r})")
+        return not self._flag(0)
+
+    def __bool__(self) -> bool:
+        return not self._flag(0)
+
+    # Arithmetic stays inside HyperScalar: dynamo traces operators between two user objects (or one and a
+    # Python number), not between a user object and a tensor. Derived values cannot be compared.
+    def _derived(self, t: Tensor) -> HyperScalar:
+        return HyperScalar(t, {}, f"an expression of {self.key}")
+
+    def __neg__(self) -> HyperScalar:
+        return self._derived(-self.t)
+
+    def __add__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t + _raw(o))
+
+    def __radd__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) + self.t)
+
+    def __sub__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t - _raw(o))
+
+    def __rsub__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) - self.t)
+
+    def __mul__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t * _raw(o))
+
+    def __rmul__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) * self.t)
+
+    def __truediv__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t / _raw(o))
+
+    def __rtruediv__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) / self.t)
+
+    def __pow__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t ** _raw(o))
+
+    def __rpow__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) ** self.t)
+
+
+class FusedHyper:
+    """``hp`` inside the compiled step: numbers are :class:`HyperScalar`, flags stay Python values."""
+
+    def __init__(self, scalars: dict[str, Any], statics: dict[str, Any], flags: dict[str, bool]) -> None:
+        for key, value in statics.items():
+            setattr(self, key, value)
+        for key, value in scalars.items():
+            if isinstance(value, tuple):
+                setattr(self, key, tuple(HyperScalar(v, flags, f"{key}[{i}]") for i, v in enumerate(value)))
+            else:
+                setattr(self, key, HyperScalar(value, flags, key))
+
+
+def _out(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
+    @functools.wraps(method)
+    def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
+        return FusedTensor(method(self, *args, **kwargs))
+
+    return wrapper
+
+
+def _in_place(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
+    @functools.wraps(method)
+    def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
+        method(self, *args, **kwargs)
+        return self
+
+    return wrapper
+
+
+class FusedTensor:
+    """A flat buffer inside the compiled step, answering to the tensor methods the algorithms use."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: Tensor) -> None:
+        self.t = t
+
+    @_out
+    def add(self, other: Any, alpha: Any = 1) -> Tensor:
+        return self.t + _scaled(other, alpha)
+
+    @_in_place
+    def add_(self, other: Any, alpha: Any = 1) -> None:
+        self.t.add_(_scaled(other, alpha))
+
+    @_out
+    def sub(self, other: Any, alpha: Any = 1) -> Tensor:
+        return self.t - _scaled(other, alpha)
+
+    @_in_place
+    def sub_(self, other: Any, alpha: Any = 1) -> None:
+        self.t.sub_(_scaled(other, alpha))
+
+    @_out
+    def mul(self, other: Any) -> Tensor:
+        return self.t * _raw(other)
+
+    @_in_place
+    def mul_(self, other: Any) -> None:
+        self.t.mul_(_raw(other))
+
+    @_out
+    def div(self, other: Any) -> Tensor:
+        return self.t / _raw(other)
+
+    @_in_place
+    def div_(self, other: Any) -> None:
+        self.t.div_(_raw(other))
+
+    @_out
+    def addcmul(self, t1: Any, t2: Any, value: Any = 1) -> Tensor:
+        return self.t + _scaled(_raw(t1) * _raw(t2), value)
+
+    @_in_place
+    def addcmul_(self, t1: Any, t2: Any, value: Any = 1) -> None:
+        self.t.add_(_scaled(_raw(t1) * _raw(t2), value))
+
+    @_out
+    def addcdiv(self, t1: Any, t2: Any, value: Any = 1) -> Tensor:
+        return self.t + _scaled(_raw(t1) / _raw(t2), value)
+
+    @_in_place
+    def addcdiv_(self, t1: Any, t2: Any, value: Any = 1) -> None:
+        self.t.add_(_scaled(_raw(t1) / _raw(t2), value))
+
+    @_out
+    def lerp(self, end: Any, weight: Any) -> Tensor:
+        return torch.lerp(self.t, _raw(end), _raw(weight))
+
+    @_in_place
+    def lerp_(self, end: Any, weight: Any) -> None:
+        self.t.lerp_(_raw(end), _raw(weight))
+
+    @_out
+    def neg(self) -> Tensor:
+        return -self.t
+
+    @_out
+    def sqrt(self) -> Tensor:
+        return self.t.sqrt()
+
+    @_in_place
+    def sqrt_(self) -> None:
+        self.t.sqrt_()
+
+    @_out
+    def sign(self) -> Tensor:
+        return self.t.sign()
+
+    @_in_place
+    def sign_(self) -> None:
+        self.t.sign_()
+
+    sgn = sign
+    sgn_ = sign_
+
+    @_out
+    def abs(self) -> Tensor:
+        return self.t.abs()
+
+    @_in_place
+    def zero_(self) -> None:
+        self.t.zero_()
+
+    @_out
+    def clamp_min(self, other: Any) -> Tensor:
+        return torch.clamp_min(self.t, _raw(other))
+
+    @_in_place
+    def clamp_min_(self, other: Any) -> None:
+        self.t.clamp_min_(_raw(other))
+
+    @_out
+    def clamp_max(self, other: Any) -> Tensor:
+        return torch.clamp_max(self.t, _raw(other))
+
+    @_in_place
+    def clamp_max_(self, other: Any) -> None:
+        self.t.clamp_max_(_raw(other))
+
+    @_in_place
+    def clamp_(self, min: Any = None, max: Any = None) -> None:
+        if min is not None:
+            self.t.clamp_min_(_raw(min))
+        if max is not None:
+            self.t.clamp_max_(_raw(max))
+
+    @_in_place
+    def copy_(self, other: Any) -> None:
+        self.t.copy_(_raw(other))
+
+    @_out
+    def clone(self) -> Tensor:
+        return self.t.clone()
+
+    def __neg__(self) -> FusedTensor:
+        return self.neg()
+
+
+class FusedState:
+    """``state`` inside the compiled step: the group's flat state buffers by key (read-only mapping)."""
+
+    def __init__(self, buffers: dict[str, Tensor]) -> None:
+        object.__setattr__(self, "_buffers", buffers)
+
+    def __getattr__(self, key: str) -> FusedTensor | None:
+        buffer = self._buffers.get(key)
+        return None if buffer is None else FusedTensor(buffer)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise RuntimeError(f"state.{key}: state cannot be created inside a fused step (the first step is eager)")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._buffers
+
+
+def fused_update(
+    update: Callable[..., None],
+    optimizer: Any,
+    param: Tensor,
+    grad: Tensor,
+    state: dict[str, Tensor],
+    scalars: dict[str, Any],
+    statics: dict[str, Any],
+    flags: dict[str, bool],
+) -> None:
+    """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles."""
+    compute_dtype = next(iter(state.values())).dtype if state else param.dtype
+    work = param if param.dtype == compute_dtype else param.to(compute_dtype)
+    g = grad.to(compute_dtype) * scalars.pop("grad_sign")  # ±1: maximize without a second graph
+    update(optimizer, FusedTensor(work), FusedTensor(g), FusedState(state), FusedHyper(scalars, statics, flags))
+    if work is not param:
+        param.copy_(work)
+
+
+@functools.cache
+def compiled_update() -> Callable[..., None]:
+    """The compiled :func:`fused_update`, built on first use (one code object; graphs cached by torch)."""
+    return torch.compile(fused_update, fullgraph=True, dynamic=True)
+
+
+# ---- flat buffers ---------------------------------------------------------------------------------------
+class FlatGroup:
+    """Parameters, gradients and state of one (device, dtype) batch, each in one contiguous buffer."""
+
+    def __init__(self, params: list[Tensor], states: list[dict[str, Any]]) -> None:
+        self.params = params
+        self.numels = [p.numel() for p in params]
+        offsets = [0]
+        for n in self.numels:
+            offsets.append(offsets[-1] + n)
+        self.offsets = offsets
+        self.param_buffer = self._gather([p.detach() for p in params], params[0].dtype)
+        for p, view in zip(params, self._views(self.param_buffer), strict=True):
+            p.data = view
+        self.grad_buffer = torch.zeros_like(self.param_buffer)
+        self.grad_views = self._views(self.grad_buffer)
+        for p, view in zip(params, self.grad_views, strict=True):
+            if p.grad is not None:
+                view.copy_(p.grad)
+            p.grad = view
+        keys = [k for k, v in states[0].items() if k != "step" and torch.is_tensor(v)]
+        self.state_buffers: dict[str, Tensor] = {}
+        for key in keys:
+            buffer = self._gather([s[key] for s in states], states[0][key].dtype)
+            self.state_buffers[key] = buffer
+            for s, view in zip(states, self._views(buffer), strict=True):
+                s[key] = view
+        self.states = states
+
+    def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
+        buffer = torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
+        for t, view in zip(tensors, self._views(buffer), strict=True):
+            view.copy_(t)
+        return buffer
+
+    def _views(self, buffer: Tensor) -> list[Tensor]:
+        return [
+            buffer[start:end].view(p.shape)
+            for p, start, end in zip(self.params, self.offsets, self.offsets[1:], strict=False)
+        ]
+
+    def intact(self, states: list[dict[str, Any]]) -> bool:
+        """Do the parameters and state still live in this group's buffers (no ``.to()``, no reload)?"""
+        base = self.param_buffer.data_ptr()
+        element = self.param_buffer.element_size()
+        for p, start in zip(self.params, self.offsets, strict=False):
+            if p.data_ptr() != base + start * element:
+                return False
+        for mine, theirs in zip(self.states, states, strict=True):
+            if mine is not theirs:
+                return False
+        for key, buffer in self.state_buffers.items():
+            base, element = buffer.data_ptr(), buffer.element_size()
+            for state, start in zip(states, self.offsets, strict=False):
+                value = state.get(key)
+                if value is None or value.data_ptr() != base + start * element:
+                    return False
+        return True
+
+    def collect_grads(self) -> None:
+        """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere)."""
+        for p, view in zip(self.params, self.grad_views, strict=True):
+            grad = p.grad
+            if grad is not view:
+                if grad is not None and grad.data_ptr() != view.data_ptr():
+                    view.copy_(grad)
+                p.grad = view
+
+    def owns_grad(self, p: Tensor) -> bool:
+        grad = p.grad
+        if grad is None:
+            return False
+        start = self.grad_buffer.data_ptr()
+        end = start + self.grad_buffer.numel() * self.grad_buffer.element_size()
+        return start <= grad.data_ptr() < end

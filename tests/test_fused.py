@@ -1,0 +1,177 @@
+"""The fused path: the algorithms' own update compiled over flat buffers.
+
+Graphs are shared across tests: hyperparameters are 0-d tensors and shapes are dynamic, so only a change in
+an algorithm's branches (amsgrad, nesterov, weight decay on or off, ...) or dtype compiles a new graph.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import amp_step, assert_same_run, clone_params, flag_grid, make_params, set_grads
+from torch._dynamo.utils import counters
+
+import ravine
+from ravine.engine import fused as fused_module
+
+
+def _configs():
+    yield from ((ravine.SGD, {"lr": 1e-2, **c}) for c in flag_grid(
+        momentum=[0, 0.9], dampening=[0, 0.5], nesterov=[False, True], weight_decay=[0, 0.1],
+        maximize=[False, True])
+        if not (c["nesterov"] and (c["momentum"] == 0 or c["dampening"] != 0)))
+    yield from ((ravine.Adagrad, {"lr": 0.1, **c}) for c in flag_grid(
+        lr_decay=[0, 0.5], weight_decay=[0, 0.1], initial_accumulator_value=[0, 0.1], maximize=[False, True]))
+    yield from ((ravine.RMSprop, {"lr": 1e-2, **c}) for c in flag_grid(
+        centered=[False, True], momentum=[0, 0.5], weight_decay=[0, 0.1], bias_correction=[False, True]))
+    for cls in (ravine.Adam, ravine.AdamW):
+        yield from ((cls, {"lr": 1e-2, "betas": (0.8, 0.9), **c}) for c in flag_grid(
+            amsgrad=[False, True], weight_decay=[0, 0.1], maximize=[False, True], eps_root=[0.0, 1e-8]))
+    yield from ((ravine.Lion, {"lr": 1e-3, **c}) for c in flag_grid(weight_decay=[0, 0.1], maximize=[False, True]))
+    yield from ((ravine.ADOPT, {"lr": 1e-2, **c}) for c in flag_grid(
+        decouple=[False, True], weight_decay=[0, 0.1], clip_lambda=[ravine.algorithms.adopt.quarter_power, None]))
+
+
+CONFIGS = [pytest.param(cls, cfg, id=f"{cls.__name__}-{i}") for i, (cls, cfg) in enumerate(_configs())]
+
+
+@pytest.mark.parametrize(("cls", "config"), CONFIGS)
+def test_fused_matches_the_eager_path_over_200_steps(cls, config):
+    ref_params = make_params()
+    cand_params = clone_params(ref_params)
+    reference = cls(ref_params, foreach=False, **config)
+    candidate = cls(cand_params, fused=True, **config)
+    # Realigned every step (torch's TensorTracker method); atol 1e-6 on O(1) values covers one float32 ulp of
+    # operands that cancel (inductor contracts a·b + c into one FMA, eager rounds a·b first). torch's own
+    # fused-vs-forloop check uses rtol 1.3e-6, atol 1e-5.
+    assert_same_run(reference, ref_params, candidate, cand_params, 200, exact=False, rtol=1e-6, atol=1e-6,
+                    realign=True)
+
+
+def test_parameters_gradients_and_state_live_in_flat_buffers():
+    params = make_params()
+    optimizer = ravine.AdamW(params, fused=True)
+    for step in range(2):
+        set_grads(params, step, skip_some=False)
+        optimizer.step()
+    (flat,) = optimizer._flat_groups.values()
+    base = flat.param_buffer.data_ptr()
+    assert [p.data_ptr() for p in params] == [base + 4 * o for o in flat.offsets[:-1]]
+    assert all(flat.owns_grad(p) for p in params)
+    exp_avg = flat.state_buffers["exp_avg"]
+    assert optimizer.state[params[1]]["exp_avg"].data_ptr() == exp_avg.data_ptr() + 4 * flat.offsets[1]
+    optimizer.zero_grad()  # zeroes the flat gradient buffer instead of dropping the views
+    assert all(p.grad is not None and not p.grad.any() for p in params) and all(flat.owns_grad(p) for p in params)
+
+
+def test_autograd_accumulates_into_the_flat_gradient_views_and_training_matches_eager():
+    def train(fused, set_to_none):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 1))
+        optimizer = ravine.Adam(model.parameters(), lr=1e-2, fused=fused)
+        x = torch.randn(32, 5, generator=torch.Generator().manual_seed(1))
+        for _ in range(15):
+            optimizer.zero_grad(set_to_none=set_to_none)
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    eager = train(False, True)
+    for set_to_none in (True, False):
+        for a, b in zip(eager, train(True, set_to_none), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_changing_lr_betas_and_weight_decay_every_step_does_not_recompile():
+    params = make_params()
+    optimizer = ravine.AdamW(params, lr=1e-3, fused=True)
+    scheduler = ravine.schedules.warmup_cosine(optimizer, warmup_steps=3, total_steps=30)
+    for step in range(3):  # the first steps: eager, then the graph is compiled (or found)
+        set_grads(params, step, skip_some=False)
+        optimizer.step()
+        scheduler.step()
+    graphs = counters["stats"]["unique_graphs"]
+    for step in range(3, 20):
+        group = optimizer.param_groups[0]
+        group["betas"] = (0.9 - 0.01 * step, 0.999 - 0.001 * step)
+        group["weight_decay"] = 0.01 * (step + 1)
+        set_grads(params, step, skip_some=False)
+        optimizer.step()
+        scheduler.step()
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_one_graph_serves_any_number_of_tensors():
+    small = make_params(shapes=[(3, 4), (4,)])
+    optimizer = ravine.Lion(small, lr=1e-3, fused=True)
+    for step in range(2):
+        set_grads(small, step, skip_some=False)
+        optimizer.step()
+    graphs = counters["stats"]["unique_graphs"]
+    many = make_params(shapes=[(5, 3)] * 150 + [(7,)] * 150)  # 300 tensors, one flat buffer
+    optimizer = ravine.Lion(many, lr=1e-3, fused=True)
+    for step in range(2):
+        set_grads(many, step, skip_some=False)
+        optimizer.step()
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert len(optimizer._flat_groups) == 1
+
+
+def test_state_dict_round_trip_and_loading_eager_state_into_a_fused_optimizer(tmp_path):
+    params = make_params()
+    eager = ravine.Adam(params, lr=1e-2, amsgrad=True)
+    for step in range(5):
+        set_grads(params, step, skip_some=False)
+        eager.step()
+    torch.save(eager.state_dict(), tmp_path / "opt.pt")
+    fused_params = clone_params(params)
+    fused = ravine.Adam(fused_params, lr=1e-2, amsgrad=True, fused=True)
+    fused.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    assert_same_run(eager, params, fused, fused_params, 20, exact=False, rtol=1e-6, atol=1e-6,
+                    grads=lambda ps, s: set_grads(ps, s + 5, skip_some=False))
+    resumed_params = clone_params(fused_params)
+    resumed = ravine.Adam(resumed_params, lr=1e-2, amsgrad=True, fused=True)
+    resumed.load_state_dict(copy.deepcopy(fused.state_dict()))  # torch's load aliases tensors it can
+    assert_same_run(fused, fused_params, resumed, resumed_params, 5, exact=True,
+                    grads=lambda ps, s: set_grads(ps, s + 25, skip_some=False))
+
+
+def test_odd_tensors_fall_back_to_the_per_tensor_path():
+    complex_param = torch.randn(4, 3, dtype=torch.complex64, requires_grad=True)
+    strided = torch.randn(6, 4).t().requires_grad_()  # non-contiguous
+    params = [complex_param, strided]
+    reference = ravine.Adam(clone_params(params), lr=1e-2)
+    candidate = ravine.Adam(params, lr=1e-2, fused=True)
+    assert_same_run(reference, reference.param_groups[0]["params"], candidate, params, 5, exact=True)
+    assert not candidate._flat_groups and not strided.is_contiguous()
+
+
+def test_bfloat16_parameters_are_updated_in_float32():
+    params = [p.detach().to(torch.bfloat16).requires_grad_() for p in make_params()]
+    reference = ravine.AdamW(clone_params(params), lr=1e-2)
+    candidate = ravine.AdamW(params, lr=1e-2, fused=True)
+    assert_same_run(reference, reference.param_groups[0]["params"], candidate, params, 20, exact=False,
+                    rtol=1e-2, atol=1e-2, grads=lambda ps, s: set_grads(ps, s, skip_some=False))
+    assert all(v.dtype == torch.float32 for k, v in candidate.state[params[0]].items() if k != "step")
+
+
+def test_fused_true_without_a_compiler_says_why(monkeypatch):
+    monkeypatch.setattr(fused_module.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(RuntimeError, match=r"AdamW\(fused=True\) is not available: torch.compile needs a C\+\+"):
+        ravine.AdamW(make_params(), fused=True)
+
+
+def test_grad_scaler_and_lookahead_work_with_the_fused_path():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = ravine.Lookahead(ravine.AdamW(model.parameters(), lr=1e-2, fused=True), k=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**6)
+    x = torch.randn(8, 4)
+    for _ in range(5):
+        amp_step(model, optimizer, scaler, x)
+    before = [p.detach().clone() for p in model.parameters()]
+    amp_step(model, optimizer, scaler, x, poison=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
