@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the schedule's arguments (lr defaults to 1e-3)")
     plot.add_argument("--steps", type=_positive_int, default=1000, help="steps to draw (default 1000)")
     plot.add_argument("-o", "--output", default=None, help="PNG path (default: NAME.png)")
+
+    bench = commands.add_parser("bench", help="benchmarks: 'step' (GB/s per optimizer), 'compile' (compile time)",
+                                add_help=False)
+    bench.add_argument("benchmark", choices=["step", "compile"])
     return parser
 
 
@@ -96,6 +100,11 @@ def run_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":  # the benchmark parses its own options
+        from ravine.bench import compile as compile_bench
+        from ravine.bench import step as step_bench
+
+        return (step_bench if args.benchmark == "step" else compile_bench).main(extra)
     # KEY=VALUE schedule arguments may follow options such as --steps; everything else is an error.
     if extra and not (args.command == "schedule" and all("=" in item for item in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -55,22 +55,47 @@ def _raw(value: Any) -> Any:
     return value
 
 
+@torch.library.custom_op("ravine::materialize", mutates_args=())
+def materialize(x: Tensor) -> Tensor:
+    """An opaque copy: inductor cannot inline what computes ``x`` into the kernels that read it."""
+    return x.clone()
+
+
+@materialize.register_fake
+def _(x: Tensor) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _like(value: Any, t: Tensor) -> Any:
+    """``value`` ready to meet buffer ``t``.
+
+    A hyperparameter (float64, for scalar arithmetic as exact as the eager paths' Python floats) is cast to
+    the buffer's dtype, so per-element math stays in the buffer's precision. A *derived* one (``lr/(1−β₁ᵗ)``)
+    is materialised first: otherwise inductor inlines its scalar math (``pow``, ``sqrt``, which the C++
+    compiler may not hoist) into every iteration of the vector loop.
+    """
+    if isinstance(value, HyperScalar):
+        scalar = value.t.to(t.dtype)
+        return materialize(scalar) if value.derived else scalar
+    return _raw(value)
+
+
 def _scaled(other: Any, factor: Any) -> Any:
     """``other·factor`` without a multiplication when the factor is the literal 1."""
-    other, factor = _raw(other), _raw(factor)
+    other = _raw(other)
     if isinstance(factor, (int, float)) and factor == 1:
         return other
-    return other * factor
+    return other * _like(factor, other)
 
 
 class HyperScalar:
     """A hyperparameter inside the compiled step: a 0-d tensor with static zero/one flags for branching."""
 
-    __slots__ = ("flags", "key", "t")
+    __slots__ = ("derived", "flags", "key", "t")
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, t: Tensor, flags: dict[str, bool], key: str) -> None:
-        self.t, self.flags, self.key = t, flags, key
+    def __init__(self, t: Tensor, flags: dict[str, bool], key: str, derived: bool = False) -> None:
+        self.t, self.flags, self.key, self.derived = t, flags, key, derived
 
     def _flag(self, other: Any) -> bool:
         if isinstance(other, (int, float)) and other in (0, 1) and f"{self.key}=={int(other)}" in self.flags:
@@ -94,7 +119,7 @@ class HyperScalar:
     # Arithmetic stays inside HyperScalar: dynamo traces operators between two user objects (or one and a
     # Python number), not between a user object and a tensor. Derived values cannot be compared.
     def _derived(self, t: Tensor) -> HyperScalar:
-        return HyperScalar(t, {}, f"an expression of {self.key}")
+        return HyperScalar(t, {}, f"an expression of {self.key}", derived=True)
 
     def __neg__(self) -> HyperScalar:
         return self._derived(-self.t)
@@ -186,19 +211,19 @@ class FusedTensor:
 
     @_out
     def mul(self, other: Any) -> Tensor:
-        return self.t * _raw(other)
+        return self.t * _like(other, self.t)
 
     @_in_place
     def mul_(self, other: Any) -> None:
-        self.t.mul_(_raw(other))
+        self.t.mul_(_like(other, self.t))
 
     @_out
     def div(self, other: Any) -> Tensor:
-        return self.t / _raw(other)
+        return self.t / _like(other, self.t)
 
     @_in_place
     def div_(self, other: Any) -> None:
-        self.t.div_(_raw(other))
+        self.t.div_(_like(other, self.t))
 
     @_out
     def addcmul(self, t1: Any, t2: Any, value: Any = 1) -> Tensor:
@@ -218,11 +243,11 @@ class FusedTensor:
 
     @_out
     def lerp(self, end: Any, weight: Any) -> Tensor:
-        return torch.lerp(self.t, _raw(end), _raw(weight))
+        return torch.lerp(self.t, _raw(end), _like(weight, self.t))
 
     @_in_place
     def lerp_(self, end: Any, weight: Any) -> None:
-        self.t.lerp_(_raw(end), _raw(weight))
+        self.t.lerp_(_raw(end), _like(weight, self.t))
 
     @_out
     def neg(self) -> Tensor:
@@ -257,26 +282,26 @@ class FusedTensor:
 
     @_out
     def clamp_min(self, other: Any) -> Tensor:
-        return torch.clamp_min(self.t, _raw(other))
+        return torch.clamp_min(self.t, _like(other, self.t))
 
     @_in_place
     def clamp_min_(self, other: Any) -> None:
-        self.t.clamp_min_(_raw(other))
+        self.t.clamp_min_(_like(other, self.t))
 
     @_out
     def clamp_max(self, other: Any) -> Tensor:
-        return torch.clamp_max(self.t, _raw(other))
+        return torch.clamp_max(self.t, _like(other, self.t))
 
     @_in_place
     def clamp_max_(self, other: Any) -> None:
-        self.t.clamp_max_(_raw(other))
+        self.t.clamp_max_(_like(other, self.t))
 
     @_in_place
     def clamp_(self, min: Any = None, max: Any = None) -> None:
         if min is not None:
-            self.t.clamp_min_(_raw(min))
+            self.t.clamp_min_(_like(min, self.t))
         if max is not None:
-            self.t.clamp_max_(_raw(max))
+            self.t.clamp_max_(_like(max, self.t))
 
     @_in_place
     def copy_(self, other: Any) -> None:
@@ -320,7 +345,7 @@ def fused_update(
     """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles."""
     compute_dtype = next(iter(state.values())).dtype if state else param.dtype
     work = param if param.dtype == compute_dtype else param.to(compute_dtype)
-    g = grad.to(compute_dtype) * scalars.pop("grad_sign")  # ±1: maximize without a second graph
+    g = grad.to(compute_dtype) * scalars.pop("grad_sign").to(compute_dtype)  # ±1: maximize, one graph
     update(optimizer, FusedTensor(work), FusedTensor(g), FusedState(state), FusedHyper(scalars, statics, flags))
     if work is not param:
         param.copy_(work)

@@ -1,0 +1,1 @@
+"""Benchmarks: the optimizer step (``ravine bench step``) and compile cost (``ravine bench compile``)."""
