@@ -85,7 +85,7 @@ def test_update_receives_tensor_lists_on_the_multi_tensor_path(monkeypatch):
     seen.clear()
     monkeypatch.setattr(engine_optimizer, "_foreach_devices", lambda: ["cpu"])  # as if CPU were CUDA
     Spy(params).step()
-    assert seen == [ravine.TensorList]  # one batch: same device, dtype and (absent) step
+    assert set(seen) == {ravine.TensorList} and len(seen) < len(params)  # batched (chunked by size)
 
 
 def test_closure_runs_with_grad_enabled_and_its_loss_is_returned():
@@ -190,3 +190,18 @@ def test_grad_scaler_loop_skips_non_finite_steps():
     amp_step(model, optimizer, scaler, x, poison=True)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(a, s["step"]) for a, s in zip(steps_before, optimizer.state.values(), strict=True))
+
+
+def test_multi_tensor_batches_never_exceed_the_largest_parameter(monkeypatch):
+    sizes = []
+
+    class Spy(ravine.Adam):
+        def update(self, p, grad, state, hp):
+            sizes.append(sum(t.numel() for t in p))
+            super().update(p, grad, state, hp)
+
+    params = make_params(shapes=[(10, 10), (30,), (40,), (50,), (20,), (5, 5)])
+    set_grads(params, 0, skip_some=False)
+    Spy(params, foreach=True).step()
+    assert sum(sizes) == sum(p.numel() for p in params)  # every parameter updated once
+    assert max(sizes) <= 100 and len(sizes) < len(params)  # chunks bounded by the largest, still batched

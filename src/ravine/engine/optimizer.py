@@ -268,7 +268,7 @@ class Optimizer(torch.optim.Optimizer):
         if foreach is None:
             foreach = default_to_foreach(params)
         if foreach and not has_sparse:
-            for batch in self._batches(params):
+            for batch in self._batches(params, chunked=True):
                 self._run(batch, group, hp, batched=True)
         else:
             for p in params:
@@ -373,15 +373,34 @@ class Optimizer(torch.optim.Optimizer):
                         p.grad.requires_grad_(False)
                     p.grad.zero_()
 
-    def _batches(self, params: list[Tensor]) -> list[list[Tensor]]:
-        """Parameters that can share foreach kernels and scalars: same device, dtype, step and state keys."""
+    def _batches(self, params: list[Tensor], *, chunked: bool = False) -> list[list[Tensor]]:
+        """Parameters that can share foreach kernels and scalars: same device, dtype, step and state keys.
+
+        With ``chunked`` each batch is split into runs of at most the largest parameter's size, so the
+        temporaries a multi-tensor update makes (``denom``, ...) never exceed that size in total — the peak
+        memory of a foreach step over a whole model is a known complaint about torch's foreach path.
+        """
         batches: dict[tuple[Any, ...], list[Tensor]] = {}
         for p in params:
             state = self.state.get(p, {})
             step = state["step"].item() if "step" in state else None
             key = (p.device, p.dtype, p.grad.dtype, type(p), step, tuple(sorted(state)))
             batches.setdefault(key, []).append(p)
-        return list(batches.values())
+        if not chunked:
+            return list(batches.values())
+        limit = max(p.numel() for p in params)
+        chunks: list[list[Tensor]] = []
+        for batch in batches.values():
+            chunk: list[Tensor] = []
+            size = 0
+            for p in batch:
+                if chunk and size + p.numel() > limit:
+                    chunks.append(chunk)
+                    chunk, size = [], 0
+                chunk.append(p)
+                size += p.numel()
+            chunks.append(chunk)
+        return chunks
 
     def _run(self, params: list[Tensor], group: dict[str, Any], hp: Hyper, *, batched: bool) -> None:
         states = [self.state[p] if self.state.get(p) else {} for p in params]
