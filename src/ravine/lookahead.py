@@ -86,6 +86,7 @@ class Lookahead(torch.optim.Optimizer):
         return list(seen.values())
 
     # ---- the algorithm ---------------------------------------------------------------------------
+    @torch.compiler.disable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One fast step; every k-th call also pulls the slow weights towards the fast ones and resets θ."""
         for p in self._params():

@@ -195,6 +195,7 @@ class Optimizer(torch.optim.Optimizer):
                 if key != "step" and torch.is_tensor(value) and value.is_floating_point() and dtype != p.dtype:
                     self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
 
+    @torch.compiler.disable  # a compiled training step calls this eagerly; fused=True is the compiled path
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step.
@@ -202,6 +203,9 @@ class Optimizer(torch.optim.Optimizer):
         Args:
             closure: optional callable that re-evaluates the model and returns the loss; it runs with
                 gradients enabled, and its loss is returned.
+
+        Inside a ``torch.compile``-d function this step runs eagerly (dynamo does not trace it), so compiled
+        training loops get exactly the eager results; ``fused=True`` compiles the update itself.
         """
         loss = None
         if closure is not None:

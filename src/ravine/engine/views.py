@@ -36,6 +36,8 @@ class StateView:
         object.__setattr__(self, "_batched", batched)
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):  # slots not yet set (e.g. while torch.compile rebuilds the object)
+            raise AttributeError(key)
         values = [d.get(key) for d in self._dicts]
         if values[0] is None:
             return None

@@ -1,0 +1,129 @@
+"""Descriptions of every ravine optimizer for the generic contract tests, in the spirit of torch's OptimizerInfo.
+
+Each :class:`OptimizerInfo` lists valid configurations (hyperparameters only: the implementation flags
+``foreach``/``fused`` never appear in them, as in torch's harness, and are expanded separately), invalid ones
+with the error type and message, and what the optimizer supports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import ravine
+
+PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
+
+
+@dataclass(frozen=True)
+class ErrorInput:
+    kwargs: dict[str, Any]
+    error: type[Exception]
+    regex: str
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    cls: type[torch.optim.Optimizer]
+    configs: list[dict[str, Any]]
+    errors: list[ErrorInput]
+    supports_complex: bool = True
+    supports_sparse: bool = False
+    paths: tuple[str, ...] = tuple(PATHS)
+    decoupled_decay: bool = False  # weight decay acts on p directly (zero grads still move p)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.cls.__name__
+
+
+def _common_errors() -> list[ErrorInput]:
+    return [
+        ErrorInput({"lr": -1.0}, ValueError, r"Invalid learning rate: -1.0 \(lr must be >= 0\)"),
+        ErrorInput({"weight_decay": -0.5}, ValueError, r"Invalid weight_decay value: -0.5"),
+        ErrorInput({"lr": torch.tensor([1e-3, 1e-3])}, ValueError, "Tensor lr must be 1-element"),
+        ErrorInput({"state_dtype": "int32"}, ValueError, r"Invalid state_dtype: 'int32'"),
+        ErrorInput({"foreach": True, "fused": True}, RuntimeError,
+                   "`fused` and `foreach` cannot be `True` together"),
+    ]
+
+
+def _beta_errors() -> list[ErrorInput]:
+    return [
+        ErrorInput({"betas": (1.0, 0.5)}, ValueError, r"Invalid beta parameter at index 0: 1.0"),
+        ErrorInput({"betas": (0.5, -0.1)}, ValueError, r"Invalid beta parameter at index 1: -0.1"),
+    ]
+
+
+OPTIMIZERS = [
+    OptimizerInfo(
+        ravine.SGD,
+        configs=[{"lr": 1e-2}, {"lr": 1e-2, "momentum": 0.9}, {"lr": 1e-2, "momentum": 0.9, "dampening": 0.5},
+                 {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+                 {"lr": 1e-2, "weight_decay": 0.1, "maximize": True}],
+        errors=[*_common_errors(),
+                ErrorInput({"momentum": -0.5}, ValueError, r"Invalid momentum value: -0.5"),
+                ErrorInput({"nesterov": True}, ValueError,
+                           "Nesterov momentum requires a momentum and zero dampening")],
+        supports_sparse=True,
+    ),
+    OptimizerInfo(
+        ravine.Adagrad,
+        configs=[{}, {"weight_decay": 0.1}, {"lr": 0.1, "lr_decay": 0.5, "weight_decay": 0.1},
+                 {"initial_accumulator_value": 0.1, "maximize": True}],
+        errors=[*_common_errors(),
+                ErrorInput({"lr_decay": -0.5}, ValueError, r"Invalid lr_decay value: -0.5"),
+                ErrorInput({"eps": -1.0}, ValueError, r"Invalid epsilon value: -1.0")],
+        supports_sparse=True,
+    ),
+    OptimizerInfo(
+        ravine.RMSprop,
+        configs=[{"lr": 1e-3}, {"lr": 1e-3, "centered": True, "weight_decay": 0.1},
+                 {"lr": 1e-3, "centered": True, "momentum": 0.1, "maximize": True},
+                 {"lr": 1e-3, "bias_correction": True, "momentum": 0.5}],
+        errors=[*_common_errors(),
+                ErrorInput({"momentum": -1.0}, ValueError, r"Invalid momentum value: -1.0"),
+                ErrorInput({"alpha": -0.1}, ValueError, r"Invalid alpha value: -0.1")],
+    ),
+    OptimizerInfo(
+        ravine.Adam,
+        configs=[{}, {"lr": 1e-2}, {"weight_decay": 0.1, "maximize": True}, {"weight_decay": 0.1, "amsgrad": True},
+                 {"eps_root": 1e-8}],
+        errors=[*_common_errors(), *_beta_errors(),
+                ErrorInput({"eps_root": -1.0}, ValueError, r"Invalid eps_root value: -1.0")],
+    ),
+    OptimizerInfo(
+        ravine.AdamW,
+        configs=[{}, {"lr": 1e-2}, {"weight_decay": 0.1, "maximize": True}, {"amsgrad": True}],
+        errors=[*_common_errors(), *_beta_errors()],
+        decoupled_decay=True,
+    ),
+    OptimizerInfo(
+        ravine.Lion,
+        configs=[{}, {"lr": 1e-3, "weight_decay": 0.1}, {"lr": 1e-3, "betas": (0.95, 0.98), "maximize": True}],
+        errors=[*_common_errors(), *_beta_errors()],
+        decoupled_decay=True,
+    ),
+    OptimizerInfo(
+        ravine.ADOPT,
+        configs=[{}, {"lr": 1e-2, "weight_decay": 0.1}, {"weight_decay": 0.1, "decouple": True},
+                 {"clip_lambda": None, "maximize": True}],
+        errors=[*_common_errors(), *_beta_errors(),
+                ErrorInput({"eps": -1e-3}, ValueError, r"Invalid epsilon value: -0.001"),
+                ErrorInput({"clip_lambda": "x"}, ValueError, r"Invalid clip_lambda: 'x'")],
+    ),
+]
+
+IDS = [info.name for info in OPTIMIZERS]
+
+
+def configs_with_paths(infos=OPTIMIZERS, paths=("per-tensor", "multi-tensor")):
+    """(info, config) pairs with each implementation flag set on its own, as torch's harness expands them."""
+    for info in infos:
+        for index, config in enumerate(info.configs):
+            for path in paths:
+                if path in info.paths:
+                    yield info, {**config, **PATHS[path]}, f"{info.name}-{index}-{path}"
