@@ -175,3 +175,28 @@ def test_grad_scaler_and_lookahead_work_with_the_fused_path():
     before = [p.detach().clone() for p in model.parameters()]
     amp_step(model, optimizer, scaler, x, poison=True)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("unscale_first", [False, True], ids=["scaled-into-kernel", "unscale_-then-step"])
+def test_grad_scaler_hands_the_fused_step_its_scale_and_overflows_change_nothing(unscale_first):
+    def build(fused):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        return model, ravine.SGD(model.parameters(), lr=1e-2, momentum=0.9, fused=fused)  # scale-sensitive
+
+    (eager_model, eager), (fused_model, fused) = build(False), build(True)
+    assert fused._step_supports_amp_scaling and not eager._step_supports_amp_scaling
+    scalers = [torch.amp.GradScaler("cpu", init_scale=2.0**10) for _ in range(2)]
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(3))
+    clip = 1.0 if unscale_first else None
+    for _ in range(6):
+        for model, optimizer, scaler in ((eager_model, eager, scalers[0]), (fused_model, fused, scalers[1])):
+            amp_step(model, optimizer, scaler, x, dtype=torch.bfloat16, clip=clip)
+    for a, b in zip(eager_model.parameters(), fused_model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    before = [p.detach().clone() for p in fused_model.parameters()]
+    state = [{k: v.clone() for k, v in s.items()} for s in fused.state.values()]
+    amp_step(fused_model, fused, scalers[1], x, dtype=torch.bfloat16, poison=True, clip=clip)
+    assert all(torch.equal(a, b) for a, b in zip(before, fused_model.parameters(), strict=True))
+    for saved, live in zip(state, fused.state.values(), strict=True):
+        assert all(torch.equal(saved[k], live[k]) for k in saved)  # step counters included

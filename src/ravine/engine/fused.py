@@ -345,7 +345,9 @@ def fused_update(
     """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles."""
     compute_dtype = next(iter(state.values())).dtype if state else param.dtype
     work = param if param.dtype == compute_dtype else param.to(compute_dtype)
-    g = grad.to(compute_dtype) * scalars.pop("grad_sign").to(compute_dtype)  # ±1: maximize, one graph
+    # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
+    g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
+    g = g * scalars.pop("grad_sign").to(compute_dtype)
     update(optimizer, FusedTensor(work), FusedTensor(g), FusedState(state), FusedHyper(scalars, statics, flags))
     if work is not param:
         param.copy_(work)

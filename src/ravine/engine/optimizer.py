@@ -107,6 +107,10 @@ class Optimizer(torch.optim.Optimizer):
         self._flat_groups: dict[tuple[int, ...], FlatGroup] = {}
         self._fused_seen: set[int] = set()
         self._fused_scalars: dict[tuple[Any, ...], Tensor] = {}
+        # torch's GradScaler contract for fused optimizers: it sets grad_scale/found_inf and calls step();
+        # the fused kernel unscales as it reads the gradients instead of a separate pass.
+        self._step_supports_amp_scaling = any(group["fused"] for group in self.param_groups)
+        self._inv_scale: Tensor | None = None
         for group in self.param_groups:
             if group["fused"]:
                 for device in {p.device for p in group["params"]}:
@@ -146,6 +150,8 @@ class Optimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._flat_groups, self._fused_seen, self._fused_scalars = {}, set(), {}
+        self._inv_scale = None
+        self._step_supports_amp_scaling = any(group.get("fused") for group in self.param_groups)
         # Groups saved by torch.optim or by an older ravine lack newer flags: give them this class's defaults.
         for group in self.param_groups:
             for key, value in self.defaults.items():
@@ -211,10 +217,16 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)  # set by GradScaler when _step_supports_amp_scaling
+        if found_inf is not None and bool(found_inf.sum().item()):
+            return loss  # overflow: no parameter, state or step count changes
+        grad_scale = getattr(self, "grad_scale", None)
+        self._inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float()
         if any(group["skip_nonfinite"] for group in self.param_groups) and self._skip_nonfinite_step():
             return loss
         for group in self.param_groups:
             self._step_group(group)
+        self._inv_scale = None
         return loss
 
     def _skip_nonfinite_step(self) -> bool:
@@ -268,6 +280,7 @@ class Optimizer(torch.optim.Optimizer):
         if group["fused"] and not has_sparse:
             self._step_fused(group, params, hp)
             return
+        self._unscale(params)
         foreach = group["foreach"]
         if foreach is None:
             foreach = default_to_foreach(params)
@@ -289,11 +302,22 @@ class Optimizer(torch.optim.Optimizer):
                 for p in batch
             )
             if not fusable:  # a first step that creates state, DTensor, complex or strided tensors: eager
+                self._unscale(batch)
                 for p in batch:
                     self._run([p], group, hp, batched=False)
                     self._fused_seen.add(id(p))
                 continue
             self._run_fused(batch, group)
+
+    def _unscale(self, params: list[Tensor]) -> None:
+        """Divide gradients by GradScaler's scale in place, as GradScaler.unscale_ would (eager paths)."""
+        if self._inv_scale is None:
+            return
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for p in params:
+            by_device.setdefault(p.grad.device, []).append(p.grad)
+        for device, grads in by_device.items():
+            torch._foreach_mul_(grads, self._inv_scale.to(device))
 
     def _run_fused(self, params: list[Tensor], group: dict[str, Any]) -> None:
         states = [self.state[p] if self.state.get(p) else {} for p in params]
@@ -339,6 +363,7 @@ class Optimizer(torch.optim.Optimizer):
 
         entries = {**group, "step": step} if step is not None else dict(group)
         entries["grad_sign"] = -1.0 if group["maximize"] else 1.0
+        entries["inv_scale"] = 1.0 if self._inv_scale is None else self._inv_scale
         for name, value in entries.items():
             if name in ENGINE_KEYS or name == "maximize":
                 continue
