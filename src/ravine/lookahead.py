@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.engine.tensorlist import TensorList
 from ravine.engine.validation import check_unit_interval
 
 SLOW_KEY = "slow_param"
@@ -103,15 +104,18 @@ class Lookahead(torch.optim.Optimizer):
 
     @torch.no_grad()
     def synchronize(self) -> None:
-        """φ ← φ + α·(θ − φ); θ ← φ, for every parameter (one foreach pair per device and dtype)."""
-        groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+        """φ ← φ + α·(θ − φ); θ ← φ, for every parameter (multi-tensor per device, dtype and layout)."""
+        groups: dict[tuple[Any, ...], tuple[list[Tensor], list[Tensor]]] = {}
         for p in self._params():
-            slow_list, fast_list = groups.setdefault((p.device, p.dtype), ([], []))
+            layout = (p.device, p.dtype, type(p), getattr(p, "device_mesh", None),
+                      tuple(getattr(p, "placements", ())))
+            slow_list, fast_list = groups.setdefault(layout, ([], []))
             slow_list.append(self.slow_params[p])
             fast_list.append(p)
         for slow_list, fast_list in groups.values():
-            torch._foreach_lerp_(slow_list, fast_list, self.alpha)
-            torch._foreach_copy_(fast_list, slow_list)
+            slow, fast = TensorList(slow_list), TensorList(fast_list)
+            slow.lerp_(fast, self.alpha)
+            fast.copy_(slow)
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]

@@ -413,7 +413,9 @@ class Optimizer(torch.optim.Optimizer):
         for p in params:
             state = self.state.get(p, {})
             step = state["step"].item() if "step" in state else None
-            key = (p.device, p.dtype, p.grad.dtype, type(p), step, tuple(sorted(state)))
+            # DTensors batch only with the same mesh and placements (one foreach call must not mix them).
+            layout = (getattr(p, "device_mesh", None), tuple(getattr(p, "placements", ())))
+            key = (p.device, p.dtype, p.grad.dtype, type(p), layout, step, tuple(sorted(state)))
             batches.setdefault(key, []).append(p)
         if not chunked:
             return list(batches.values())

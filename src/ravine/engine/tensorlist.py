@@ -19,12 +19,32 @@ def _unwrap(value: Any) -> Any:
     return value.tensors if isinstance(value, TensorList) else value
 
 
+def _pick(value: Any, index: int) -> Any:
+    return value.tensors[index] if isinstance(value, TensorList) else value
+
+
 def _foreach(name: str, *, inplace: bool) -> Callable[..., TensorList]:
-    """A method that applies ``torch._foreach_<name>[_]`` to the list and unwrapped arguments."""
-    op = getattr(torch, f"_foreach_{name}{'_' if inplace else ''}")
+    """A method that applies ``torch._foreach_<name>[_]`` to the list and unwrapped arguments.
+
+    DTensor keeps an allow-list of foreach ops with sharding strategies (``_foreach_sign_`` and the list
+    form of ``_foreach_clamp_min_``, for instance, are missing); for DTensors without one, the same tensor
+    method runs per tensor, which every element-wise op supports.
+    """
+    method_name = f"{name}{'_' if inplace else ''}"
+    op = getattr(torch, f"_foreach_{method_name}")
 
     def method(self: TensorList, *args: Any, **kwargs: Any) -> TensorList:
-        out = op(self.tensors, *map(_unwrap, args), **{k: _unwrap(v) for k, v in kwargs.items()})
+        try:
+            out = op(self.tensors, *map(_unwrap, args), **{k: _unwrap(v) for k, v in kwargs.items()})
+        except NotImplementedError:
+            if not self.tensors or type(self.tensors[0]) in (torch.Tensor, torch.nn.Parameter):
+                raise
+            out = [
+                getattr(t, method_name)(
+                    *(_pick(a, i) for a in args), **{k: _pick(v, i) for k, v in kwargs.items()}
+                )
+                for i, t in enumerate(self.tensors)
+            ]
         return self if inplace else TensorList(out)
 
     method.__name__ = f"{name}{'_' if inplace else ''}"

@@ -1,0 +1,170 @@
+"""Worker for test_distributed.py, run as ``torchrun --nproc_per_node 2 dist_worker.py OUT_DIR`` (gloo, CPU).
+
+For every optimizer configuration it trains the same model four ways — DDP, ZeroRedundancyOptimizer (with a
+consolidate → save → load round trip half-way), FSDP2 (DTensor parameters) and FSDP2 with a distributed
+checkpoint saved and loaded half-way — and rank 0 saves the full parameters to OUT_DIR/<scenario>-<config>.pt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.nn.parallel import DistributedDataParallel
+
+import ravine
+
+STEPS, HALF = 12, 6
+GLOBAL_BATCH = 16
+MAX_NORM = 0.1  # small enough that clipping is active: the global norm across ranks matters
+BASE = {
+    "SGD": (ravine.SGD, {"lr": 0.05, "momentum": 0.9}),
+    "Adagrad": (ravine.Adagrad, {"lr": 0.05}),
+    "RMSprop": (ravine.RMSprop, {"lr": 0.01, "momentum": 0.5, "centered": True}),
+    "Adam": (ravine.Adam, {"lr": 0.01, "amsgrad": True}),
+    "AdamW": (ravine.AdamW, {"lr": 0.01}),
+    "Lion": (ravine.Lion, {"lr": 1e-3, "weight_decay": 0.1}),
+    "ADOPT": (ravine.ADOPT, {"lr": 0.01}),
+    "Lookahead": (None, {"lr": 0.01}),
+}
+PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
+CONFIGS = {f"{name}-{path}": (name, path) for name in BASE for path in PATHS}
+
+
+class LookaheadAdamW(ravine.Lookahead):
+    """Lookahead(AdamW) with an optimizer-class signature, as ZeroRedundancyOptimizer constructs it."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(ravine.AdamW(params, **kwargs), k=3)
+
+
+def optimizer_class(name: str):
+    return LookaheadAdamW if name == "Lookahead" else BASE[name][0]
+
+
+def kwargs_for(name: str, path: str) -> dict:
+    return {**BASE[name][1], **PATHS[path]}
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.LayerNorm(16),
+                               torch.nn.Linear(16, 1))
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(GLOBAL_BATCH, 8, generator=torch.Generator().manual_seed(100 + step))
+    return x, torch.sin(x.sum(1, keepdim=True))
+
+
+def train_step(model, optimizer, step: int, rows: slice) -> None:
+    x, y = batch(step)
+    optimizer.zero_grad()
+    torch.nn.functional.mse_loss(model(x[rows]), y[rows]).backward()
+    ravine.grads.clip_grad_norm_(model.parameters(), MAX_NORM)
+    optimizer.step()
+
+
+def full_params(model) -> list[torch.Tensor]:
+    return [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for p in model.parameters()]
+
+
+def ddp(name, path, rows):
+    model = DistributedDataParallel(make_model())
+    optimizer = optimizer_class(name)(model.parameters(), **kwargs_for(name, path))
+    for step in range(STEPS):
+        train_step(model, optimizer, step, rows)
+    return full_params(model.module)
+
+
+def zero(name, path, rows, folder: Path, key: str):
+    def build():
+        model = DistributedDataParallel(make_model())
+        optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=optimizer_class(name),
+                                            **kwargs_for(name, path))
+        return model, optimizer
+
+    model, optimizer = build()
+    for step in range(HALF):
+        train_step(model, optimizer, step, rows)
+    optimizer.consolidate_state_dict(to=0)
+    checkpoint = folder / f"zero-{key}.ckpt"
+    if dist.get_rank() == 0:
+        torch.save({"model": model.module.state_dict(), "optim": optimizer.state_dict()}, checkpoint)
+    dist.barrier()
+    resumed_model, resumed = build()
+    saved = torch.load(checkpoint, weights_only=True)
+    resumed_model.module.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["optim"])
+    for step in range(HALF, STEPS):
+        train_step(resumed_model, resumed, step, rows)
+    return full_params(resumed_model.module)
+
+
+def sharded(name, path):
+    model = make_model()
+    fully_shard(model[0])
+    fully_shard(model[3])
+    fully_shard(model)
+    return model, optimizer_class(name)(model.parameters(), **kwargs_for(name, path))
+
+
+def fsdp(name, path, rows):
+    model, optimizer = sharded(name, path)
+    assert type(next(model.parameters())).__name__ == "DTensor"
+    for step in range(STEPS):
+        train_step(model, optimizer, step, rows)
+    return full_params(model)
+
+
+def fsdp_dcp(name, path, rows, folder: Path, key: str):
+    model, optimizer = sharded(name, path)
+    for step in range(HALF):
+        train_step(model, optimizer, step, rows)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(folder / f"dcp-{key}"))
+    fresh_model, fresh = sharded(name, path)
+    before = full_params(fresh_model)
+    model_sd, optim_sd = get_state_dict(fresh_model, fresh)  # DCP's lr-0 initialisation step runs here
+    after = full_params(fresh_model)
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True)), "DCP's init step moved parameters"
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(folder / f"dcp-{key}"))
+    set_state_dict(fresh_model, fresh, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    for step in range(HALF, STEPS):
+        train_step(fresh_model, fresh, step, rows)
+    return full_params(fresh_model)
+
+
+def main(folder: Path, only: list[str]) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    share = GLOBAL_BATCH // world
+    rows = slice(rank * share, (rank + 1) * share)
+    try:
+        for key, (name, path) in CONFIGS.items():
+            if only and key not in only:
+                continue
+            results = {
+                "ddp": ddp(name, path, rows),
+                "zero": zero(name, path, rows, folder, key),
+                "fsdp": fsdp(name, path, rows),
+                "dcp": fsdp_dcp(name, path, rows, folder, key),
+            }
+            if rank == 0:
+                torch.save(results, folder / f"{key}.pt")
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main(Path(sys.argv[1]), sys.argv[2:])
