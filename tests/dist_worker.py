@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import ravine
 
-STEPS, HALF = 12, 6
+STEPS, HALF = 20, 10
 GLOBAL_BATCH = 16
 MAX_NORM = 0.1  # small enough that clipping is active: the global norm across ranks matters
 BASE = {
@@ -91,6 +91,9 @@ def zero(name, path, rows, folder: Path, key: str):
                                             **kwargs_for(name, path))
         return model, optimizer
 
+    uninterrupted_model, uninterrupted = build()
+    for step in range(STEPS):
+        train_step(uninterrupted_model, uninterrupted, step, rows)
     model, optimizer = build()
     for step in range(HALF):
         train_step(model, optimizer, step, rows)
@@ -105,7 +108,7 @@ def zero(name, path, rows, folder: Path, key: str):
     resumed.load_state_dict(saved["optim"])
     for step in range(HALF, STEPS):
         train_step(resumed_model, resumed, step, rows)
-    return full_params(resumed_model.module)
+    return full_params(uninterrupted_model.module), full_params(resumed_model.module)
 
 
 def sharded(name, path):
@@ -152,9 +155,11 @@ def main(folder: Path, only: list[str]) -> None:
         for key, (name, path) in CONFIGS.items():
             if only and key not in only:
                 continue
+            zero_full, zero_resumed = zero(name, path, rows, folder, key)
             results = {
                 "ddp": ddp(name, path, rows),
-                "zero": zero(name, path, rows, folder, key),
+                "zero": zero_full,
+                "zero_resumed": zero_resumed,
                 "fsdp": fsdp(name, path, rows),
                 "dcp": fsdp_dcp(name, path, rows, folder, key),
             }

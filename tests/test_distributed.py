@@ -47,9 +47,11 @@ def test_ddp_zero_fsdp2_and_dcp_match_a_single_process(results, key):
     for scenario in ("ddp", "zero", "fsdp"):
         for i, (a, b) in enumerate(zip(reference, runs[scenario], strict=True)):
             torch.testing.assert_close(b, a, **TOL, msg=lambda m, s=scenario, i=i: f"{key} {s} param {i}: {m}")
-    # A DCP checkpoint saved on 2 ranks and loaded into fresh model and optimizer continues identically.
-    for a, b in zip(runs["fsdp"], runs["dcp"], strict=True):
-        assert torch.equal(a, b), f"{key}: resumed from DCP differs from the uninterrupted FSDP2 run"
+    # ZeRO's consolidated state dict, and a DCP checkpoint saved on 2 ranks, each loaded into a fresh model and
+    # optimizer, continue exactly as the uninterrupted runs.
+    for full, resumed in (("zero", "zero_resumed"), ("fsdp", "dcp")):
+        for a, b in zip(runs[full], runs[resumed], strict=True):
+            assert torch.equal(a, b), f"{key}: {resumed} differs from the uninterrupted {full} run"
 
 
 def test_fsdp_example_trains_and_resumes_from_its_checkpoint(tmp_path):

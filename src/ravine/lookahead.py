@@ -27,8 +27,9 @@ class Lookahead(torch.optim.Optimizer):
 
     ``param_groups``, ``state``, ``zero_grad``, ``add_param_group`` and LR schedulers act on the wrapped
     optimizer. Unlike the reference implementation, the slow weights (``state_dict()['state'][i]
-    ['slow_param']``) and the step counter (``param_groups[*]['lookahead_step']``) are saved, so a resumed
-    run continues bit-identically; the rest of the state dict is the inner optimizer's own.
+    ['slow_param']``) and the step counter (``param_groups[*]['lookahead_step']``, kept in the inner
+    optimizer's groups) are saved, so a resumed run continues bit-identically — also through
+    ZeroRedundancyOptimizer and DCP; the rest of the state dict is the inner optimizer's own.
 
     Args:
         optimizer: the fast optimizer.
@@ -51,14 +52,27 @@ class Lookahead(torch.optim.Optimizer):
                 "defaults": {"k": k, "alpha": alpha},
                 "k": k,
                 "alpha": alpha,
-                "lookahead_step": 0,
                 "slow_params": {},
             }
         )
+        for group in optimizer.param_groups:
+            group.setdefault(STEP_KEY, 0)
 
     def __getstate__(self) -> dict[str, Any]:
-        keys = ("optimizer", "defaults", "k", "alpha", "lookahead_step", "slow_params")
+        keys = ("optimizer", "defaults", "k", "alpha", "slow_params")
         return {key: self.__dict__[key] for key in keys}
+
+    # The step counter lives in the wrapped optimizer's param groups, so it travels with anything that copies
+    # groups — state_dict, ZeroRedundancyOptimizer's group syncing, DCP — and inner optimizers ignore it.
+    @property
+    def lookahead_step(self) -> int:
+        """Steps taken (skipped non-finite steps excluded); a sync happens whenever it reaches a multiple of k."""
+        return int(max((group.get(STEP_KEY, 0) for group in self.param_groups), default=0))
+
+    @lookahead_step.setter
+    def lookahead_step(self, value: int) -> None:
+        for group in self.param_groups:
+            group[STEP_KEY] = int(value)
 
     # ---- the wrapped optimizer's view ------------------------------------------------------------
     @property
@@ -70,7 +84,9 @@ class Lookahead(torch.optim.Optimizer):
         return self.optimizer.state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        step = self.lookahead_step
         self.optimizer.add_param_group(param_group)
+        self.lookahead_step = step
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -91,6 +107,11 @@ class Lookahead(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One fast step; every k-th call also pulls the slow weights towards the fast ones and resets θ."""
         for p in self._params():
+            inner_state = self.optimizer.state.get(p)
+            if inner_state and SLOW_KEY in inner_state:
+                # Written straight into the inner state by a loader that bypasses load_state_dict
+                # (ZeroRedundancyOptimizer does): adopt it, and keep the inner optimizer's state its own.
+                self.slow_params[p] = inner_state.pop(SLOW_KEY)
             if p not in self.slow_params:
                 self.slow_params[p] = p.detach().clone()  # φ₀ = θ₀ (before the first inner step)
         skipped_before = getattr(self.optimizer, "skipped_steps", None)
@@ -127,8 +148,7 @@ class Lookahead(torch.optim.Optimizer):
         for index, p in enumerate(self._params()):
             if p in self.slow_params:
                 state.setdefault(index, {})[SLOW_KEY] = self.slow_params[p]
-        groups = [{**group, STEP_KEY: self.lookahead_step} for group in inner["param_groups"]]
-        result = {"state": state, "param_groups": groups}
+        result = {"state": state, "param_groups": inner["param_groups"]}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, result) or result
         return result
@@ -137,8 +157,7 @@ class Lookahead(torch.optim.Optimizer):
         """Load a state dict made by :meth:`state_dict` (or a plain one of the inner optimizer)."""
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             state_dict = pre_hook(self, state_dict) or state_dict
-        groups = [dict(group) for group in state_dict["param_groups"]]
-        steps = {group.pop(STEP_KEY, 0) for group in groups}
+        groups = [{STEP_KEY: 0, **group} for group in state_dict["param_groups"]]  # plain inner dicts: 0
         state: dict[Any, dict[str, Any]] = {}
         slow: dict[Any, Tensor] = {}
         for index, values in state_dict["state"].items():
@@ -148,10 +167,13 @@ class Lookahead(torch.optim.Optimizer):
             if values:
                 state[index] = values
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
-        self.lookahead_step = int(max(steps)) if steps else 0
+        # Saved keys map to parameters by position across groups, as in torch's load_state_dict (they are
+        # ints from state_dict(), fully qualified names from DCP).
+        saved_keys = [key for group in groups for key in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
         self.slow_params = {}
-        for index, p in enumerate(self._params()):
-            if index in slow:
-                self.slow_params[p] = slow[index].to(dtype=p.dtype, device=p.device, copy=True)
+        for key, p in zip(saved_keys, params, strict=False):
+            if key in slow:
+                self.slow_params[p] = slow[key].to(dtype=p.dtype, device=p.device, copy=True)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
