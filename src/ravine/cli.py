@@ -44,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--steps", type=_positive_int, default=1000, help="steps to draw (default 1000)")
     plot.add_argument("-o", "--output", default=None, help="PNG path (default: NAME.png)")
 
+    race_parser = commands.add_parser(
+        "race", help="race ravine's optimizers down 2-D loss surfaces (tables + PNGs); 'race tune' refits lrs"
+    )
+    race_parser.add_argument("action", nargs="?", choices=["tune"], help="regenerate the tuned learning rates")
+    race_parser.add_argument("--surfaces", default=None, help="comma-separated subset (default: all)")
+    race_parser.add_argument("--optimizers", default=None, help="comma-separated subset (default: all)")
+    race_parser.add_argument("--steps", type=_positive_int, default=300)
+    race_parser.add_argument("--start", default=None, help="x,y start point for every surface")
+    race_parser.add_argument("--lr-mode", choices=["tuned", "shared", "default"], default="tuned")
+    race_parser.add_argument("--lr", type=float, default=1e-2, help="the lr of --lr-mode shared")
+    race_parser.add_argument("--noise", type=float, default=0.0, help="σ of Gaussian noise added to gradients")
+    race_parser.add_argument("--seed", type=int, default=0)
+    race_parser.add_argument("-o", "--output", default="race", help="output folder (default ./race)")
+
     bench = commands.add_parser("bench", help="benchmarks: 'step' (GB/s per optimizer), 'compile' (compile time)",
                                 add_help=False)
     bench.add_argument("benchmark", choices=["step", "compile"])
@@ -114,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args)
     if args.command == "schedule":
         return run_schedule_plot(args)
+    if args.command == "race":
+        from ravine.race.cli import run_race
+
+        return run_race(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

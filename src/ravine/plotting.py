@@ -53,3 +53,36 @@ def plot_schedule(schedule: Schedule, steps: int, path: str | os.PathLike[str]) 
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str]) -> Path:
+    """Contour of log10(f − f* + ε) with every contestant's path, the start and the minima marked."""
+    import torch
+
+    plt = _pyplot()
+    (x0, x1), (y0, y1) = surface.x_range, surface.y_range
+    xs = torch.linspace(x0, x1, 240, dtype=torch.float64)
+    ys = torch.linspace(y0, y1, 240, dtype=torch.float64)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    z = torch.log10((surface(grid_x, grid_y) - surface.f_min).clamp_min(0) + 1e-6)
+    fig, ax = plt.subplots(figsize=(7.5, 6.2))
+    ax.contourf(grid_x.numpy(), grid_y.numpy(), z.numpy(), levels=40, cmap="Greys_r", alpha=0.85)
+    ax.contour(grid_x.numpy(), grid_y.numpy(), z.numpy(), levels=20, colors="white", linewidths=0.3, alpha=0.5)
+    tab20 = plt.get_cmap("tab20").colors
+    colors = [tab20[k] for k in range(0, 20, 2)] + [tab20[k] for k in range(1, 20, 2)]  # 20 distinct
+    for i, t in enumerate(trajectories):
+        label = f"{t.name} (lr {t.lr:.2g})" + (" — diverged" if t.diverged else "")
+        ax.plot(t.xs, t.ys, "-", color=colors[i % 20], linewidth=1.6, label=label)
+        ax.plot(t.xs[-1], t.ys[-1], "o", color=colors[i % 20], markersize=4)
+    ax.plot(*surface.start, "s", color="white", markeredgecolor="black", markersize=7, label="start")
+    for mx, my in surface.minima:
+        ax.plot(mx, my, "*", color="gold", markeredgecolor="black", markersize=14)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_title(f"{surface.title}: {surface.formula}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

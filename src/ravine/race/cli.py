@@ -1,0 +1,101 @@
+"""``ravine race``: run the race and write its tables and pictures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from ravine.race.run import CONTESTANTS, package_tuned_path, race, tune_all, tuned_lrs
+from ravine.race.surfaces import SURFACES
+
+
+def _choose(text: str | None, known: dict, what: str) -> list[str]:
+    if text is None:
+        return list(known)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"Invalid {what}: {unknown or text!r} (choose from {', '.join(known)})")
+    return names
+
+
+def _start(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        x, y = (float(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"Invalid start: {text!r} (expected x,y such as -1.2,1)") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError(f"Invalid start: {text!r} (coordinates must be finite)")
+    return x, y
+
+
+def format_table(surface_name: str, rows: list[dict]) -> str:
+    surface = SURFACES[surface_name]
+    lines = [f"## {surface.title} — {surface.formula}", "",
+             "| optimizer | lr | final loss − f* | distance to nearest minimum | first step with f − f* < 1e-3 "
+             "| diverged |",
+             "|---|---:|---:|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: (r["diverged"], r["final_loss"])):
+        reached = "—" if r["steps_to_tolerance"] is None else str(r["steps_to_tolerance"])
+        lines.append(f"| {r['optimizer']} | {r['lr']:.3g} | {r['final_loss'] - surface.f_min:.3g} | "
+                     f"{r['distance']:.3g} | {reached} | {'yes' if r['diverged'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def run_race(args: argparse.Namespace) -> int:
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.action == "tune":
+        result = tune_all(args.steps, log)
+        path = package_tuned_path()
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path}")
+        return 0
+    try:
+        surfaces = _choose(args.surfaces, SURFACES, "surfaces")
+        names = _choose(args.optimizers, CONTESTANTS, "optimizers")
+        start = _start(args.start)
+        if not (math.isfinite(args.lr) and args.lr > 0):
+            raise ValueError(f"Invalid lr: {args.lr} (lr must be a finite number > 0)")
+        if not (math.isfinite(args.noise) and args.noise >= 0):
+            raise ValueError(f"Invalid noise: {args.noise} (noise must be a finite number >= 0)")
+    except ValueError as error:
+        print(f"ravine race: {error}", file=sys.stderr)
+        return 2
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("ravine race: the pictures need matplotlib: pip install 'ravine[plot]'", file=sys.stderr)
+        return 2
+    from ravine.plotting import plot_race
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    tuned = tuned_lrs() if args.lr_mode == "tuned" else {}
+    summary, tables = {}, []
+    for i, name in enumerate(surfaces, start=1):
+        surface = SURFACES[name]
+        log(f"[{i}/{len(surfaces)}] {surface.title}: {len(names)} optimizers × {args.steps} steps")
+        lrs = {n: (tuned.get(name, {}).get(n, CONTESTANTS[n][1]) if args.lr_mode == "tuned"
+                   else args.lr if args.lr_mode == "shared" else CONTESTANTS[n][1]) for n in names}
+        trajectories = race(surface, names, lrs, args.steps, start or surface.start, args.noise, args.seed)
+        rows = [t.summary(surface) for t in trajectories]
+        summary[name] = {"rows": rows, "paths": {t.name: {"x": t.xs, "y": t.ys, "loss": t.losses}
+                                                 for t in trajectories}}
+        tables.append(format_table(name, rows))
+        plot_race(surface, trajectories, out / f"{name}.png")
+    report = "\n\n".join(tables)
+    (out / "summary.md").write_text(f"lr mode: {args.lr_mode} · steps: {args.steps} · noise σ: {args.noise}\n\n"
+                                    + report + "\n")
+    (out / "race.json").write_text(json.dumps({"lr_mode": args.lr_mode, "steps": args.steps,
+                                               "noise": args.noise, "seed": args.seed, "surfaces": summary}))
+    print(report)
+    print(f"\nwrote {out}/summary.md, {out}/race.json and one PNG per surface", file=sys.stderr)
+    return 0

@@ -1,0 +1,119 @@
+"""2-D loss surfaces for the optimizer race, each with its formula, domain, start point and exact minima.
+
+Formulas and minima follow the Virtual Library of Simulation Experiments (sfu.ca/~ssurjano) and the sources
+in shared/reference/race.md; every stated minimum is checked numerically by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Surface:
+    name: str
+    title: str
+    formula: str
+    fn: Callable[[Tensor, Tensor], Tensor]
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    start: tuple[float, float]
+    minima: tuple[tuple[float, float], ...]
+    f_min: float
+    note: str = ""
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.fn(x, y)
+
+    def distance_to_nearest_minimum(self, x: float, y: float) -> float:
+        return min(math.hypot(x - mx, y - my) for mx, my in self.minima)
+
+
+def _rosenbrock(x: Tensor, y: Tensor) -> Tensor:
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+
+def _beale(x: Tensor, y: Tensor) -> Tensor:
+    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
+
+
+def _booth(x: Tensor, y: Tensor) -> Tensor:
+    return (x + 2 * y - 7) ** 2 + (2 * x + y - 5) ** 2
+
+
+def _himmelblau(x: Tensor, y: Tensor) -> Tensor:
+    return (x**2 + y - 11) ** 2 + (x + y**2 - 7) ** 2
+
+
+def _rastrigin(x: Tensor, y: Tensor) -> Tensor:
+    return 20 + x**2 - 10 * torch.cos(2 * math.pi * x) + y**2 - 10 * torch.cos(2 * math.pi * y)
+
+
+_THETA, _KAPPA = math.pi / 4, 50.0
+
+
+def _rotated_ravine(x: Tensor, y: Tensor) -> Tensor:
+    u = x * math.cos(_THETA) + y * math.sin(_THETA)
+    v = -x * math.sin(_THETA) + y * math.cos(_THETA)
+    return 0.5 * (u**2 + _KAPPA * v**2)
+
+
+def _saddle(x: Tensor, y: Tensor) -> Tensor:
+    return x**2 + 0.25 * y**4 - 0.5 * y**2
+
+
+def _goldstein_price(x: Tensor, y: Tensor) -> Tensor:
+    a = 1 + (x + y + 1) ** 2 * (19 - 14 * x + 3 * x**2 - 14 * y + 6 * x * y + 3 * y**2)
+    b = 30 + (2 * x - 3 * y) ** 2 * (18 - 32 * x + 12 * x**2 + 48 * y - 36 * x * y + 27 * y**2)
+    return a * b
+
+
+def _log_goldstein_price(u: Tensor, v: Tensor) -> Tensor:
+    return (torch.log(_goldstein_price(4 * u - 2, 4 * v - 2)) - 8.6928) / 2.4269
+
+
+def _six_hump_camel(x: Tensor, y: Tensor) -> Tensor:
+    return (4 - 2.1 * x**2 + x**4 / 3) * x**2 + x * y + (-4 + 4 * y**2) * y**2
+
+
+def _styblinski_tang(x: Tensor, y: Tensor) -> Tensor:
+    return 0.5 * ((x**4 - 16 * x**2 + 5 * x) + (y**4 - 16 * y**2 + 5 * y))
+
+
+SURFACES: dict[str, Surface] = {
+    s.name: s
+    for s in (
+        Surface("rosenbrock", "Rosenbrock", "(1 − x)² + 100(y − x²)²", _rosenbrock, (-2.0, 2.0), (-1.0, 3.0),
+                (-1.2, 1.0), ((1.0, 1.0),), 0.0, "a curved, badly conditioned valley (κ ≈ 2500 at the minimum)"),
+        Surface("beale", "Beale", "(1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²", _beale,
+                (-4.5, 4.5), (-4.5, 4.5), (1.0, 1.0), ((3.0, 0.5),), 0.0, "flat plateaus and sharp ridges"),
+        Surface("booth", "Booth", "(x + 2y − 7)² + (2x + y − 5)²", _booth, (-10.0, 10.0), (-10.0, 10.0),
+                (-8.0, 8.0), ((1.0, 3.0),), 0.0, "a plain quadratic bowl (κ = 9)"),
+        Surface("himmelblau", "Himmelblau", "(x² + y − 11)² + (x + y² − 7)²", _himmelblau, (-5.0, 5.0),
+                (-5.0, 5.0), (-0.27, -0.9),
+                ((3.0, 2.0), (-2.805118, 3.131312), (-3.779310, -3.283186), (3.584428, -1.848126)), 0.0,
+                "four global minima; the start sits next to the local maximum: which basin does each pick?"),
+        Surface("rastrigin", "Rastrigin", "20 + x² − 10cos(2πx) + y² − 10cos(2πy)", _rastrigin, (-5.12, 5.12),
+                (-5.12, 5.12), (-2.0, 3.5), ((0.0, 0.0),), 0.0, "a local minimum near every lattice point"),
+        Surface("ravine", "Rotated ravine", "½(u² + 50v²), (u, v) = (x, y) rotated by 45°", _rotated_ravine,
+                (-2.0, 2.0), (-2.0, 2.0), (-1.5, -0.5), ((0.0, 0.0),), 0.0,
+                "ill-conditioned and rotated, so per-coordinate step sizes cannot undo the conditioning"),
+        Surface("saddle", "Escape the saddle", "x² + ¼y⁴ − ½y²", _saddle, (-2.0, 2.0), (-2.0, 2.0), (-1.5, 1e-3),
+                ((0.0, 1.0), (0.0, -1.0)), -0.25, "a saddle at the origin, bounded below"),
+        Surface("goldstein_price", "Goldstein–Price (log-standardised)",
+                "(log GP(4u − 2, 4v − 2) − 8.6928)/2.4269", _log_goldstein_price, (0.0, 1.0), (0.0, 1.0),
+                (0.15, 0.85), ((0.5, 0.25),), -3.129172, "Picheny et al.'s scaling of Goldstein–Price"),
+        Surface("six_hump_camel", "Six-hump camel", "(4 − 2.1x² + x⁴/3)x² + xy + (−4 + 4y²)y²", _six_hump_camel,
+                (-3.0, 3.0), (-2.0, 2.0), (-1.5, 1.0), ((0.0898, -0.7126), (-0.0898, 0.7126)), -1.0316,
+                "two global minima and four local ones"),
+        Surface("styblinski_tang", "Styblinski–Tang", "½[(x⁴ − 16x² + 5x) + (y⁴ − 16y² + 5y)]", _styblinski_tang,
+                (-5.0, 5.0), (-5.0, 5.0), (0.5, 0.5), ((-2.903534, -2.903534),), -78.33233,
+                "from this start small steps settle in the worse local minimum near (2.75, 2.75)"),
+    )
+}
+"""The race's surfaces by name."""
