@@ -200,3 +200,13 @@ def test_grad_scaler_hands_the_fused_step_its_scale_and_overflows_change_nothing
     assert all(torch.equal(a, b) for a, b in zip(before, fused_model.parameters(), strict=True))
     for saved, live in zip(state, fused.state.values(), strict=True):
         assert all(torch.equal(saved[k], live[k]) for k in saved)  # step counters included
+
+
+def test_group_keys_the_optimizer_does_not_declare_stay_out_of_the_fused_step():
+    params = make_params()
+    optimizer = ravine.Adam(params, fused=True)
+    optimizer.param_groups[0]["tags"] = ["encoder", "frozen-later"]  # a user's own bookkeeping
+    for step in range(3):
+        set_grads(params, step, skip_some=False)
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in params)

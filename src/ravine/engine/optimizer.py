@@ -365,7 +365,10 @@ class Optimizer(torch.optim.Optimizer):
         entries["grad_sign"] = -1.0 if group["maximize"] else 1.0
         entries["inv_scale"] = 1.0 if self._inv_scale is None else self._inv_scale
         for name, value in entries.items():
-            if name in ENGINE_KEYS or name == "maximize":
+            # Only the hyperparameters this class declares (plus step and the two engine scalars) enter the
+            # graph; keys that users or wrappers add to a group (Lookahead's counter, tags) stay out of it.
+            declared = name in self.defaults or name in ("step", "grad_sign", "inv_scale")
+            if name in ENGINE_KEYS or name == "maximize" or not declared:
                 continue
             if isinstance(value, bool) or value is None or isinstance(value, str):
                 statics[name] = value
