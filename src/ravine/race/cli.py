@@ -71,15 +71,18 @@ def run_race(args: argparse.Namespace) -> int:
         return 2
     try:
         import matplotlib  # noqa: F401
+        import plotly  # noqa: F401
     except ImportError:
-        print("ravine race: the pictures need matplotlib: pip install 'ravine[plot]'", file=sys.stderr)
+        print("ravine race: the page and pictures need plotly and matplotlib: pip install 'ravine[plot]'",
+              file=sys.stderr)
         return 2
     from ravine.plotting import plot_race
+    from ravine.race.page import write_page
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     tuned = tuned_lrs() if args.lr_mode == "tuned" else {}
-    summary, tables = {}, []
+    summary, tables, results = {}, [], {}
     for i, name in enumerate(surfaces, start=1):
         surface = SURFACES[name]
         log(f"[{i}/{len(surfaces)}] {surface.title}: {len(names)} optimizers × {args.steps} steps")
@@ -90,12 +93,17 @@ def run_race(args: argparse.Namespace) -> int:
         summary[name] = {"rows": rows, "paths": {t.name: {"x": t.xs, "y": t.ys, "loss": t.losses}
                                                  for t in trajectories}}
         tables.append(format_table(name, rows))
+        results[name] = (surface, trajectories)
         plot_race(surface, trajectories, out / f"{name}.png")
+    write_page(results, args.steps, out / "race.html",
+               subtitle=f"Learning rates: {args.lr_mode} (shown in the legend); {args.steps} steps; "
+                        f"gradient noise σ = {args.noise}.")
     report = "\n\n".join(tables)
     (out / "summary.md").write_text(f"lr mode: {args.lr_mode} · steps: {args.steps} · noise σ: {args.noise}\n\n"
                                     + report + "\n")
     (out / "race.json").write_text(json.dumps({"lr_mode": args.lr_mode, "steps": args.steps,
                                                "noise": args.noise, "seed": args.seed, "surfaces": summary}))
     print(report)
-    print(f"\nwrote {out}/summary.md, {out}/race.json and one PNG per surface", file=sys.stderr)
+    print(f"\nwrote {out}/race.html (open it in a browser; works offline), summary.md, race.json and one PNG "
+          "per surface", file=sys.stderr)
     return 0

@@ -1,0 +1,164 @@
+"""The race as one self-contained HTML page: plotly with its JavaScript inlined, no network resource.
+
+One plotly figure per surface (contour with every path; loss and distance-to-minimum panels), chosen with a
+selector. Trajectories are embedded once; a small script replays them (play/pause, step slider, speed, step
+counter) by restyling the path traces, instead of plotly animation frames, whose size grows with the square
+of the trail length. Legend clicks (plotly's own) hide an optimizer's path and curves together.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ravine.race.run import Trajectory
+from ravine.race.surfaces import Surface
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#393b79", "#ad494a"]
+
+_SCRIPT = """
+const RACE = __DATA__;
+let step = 0, timer = null;
+const $ = (id) => document.getElementById(id);
+function current() { return RACE.surfaces[$("surface").value]; }
+function show(s) {
+  const surface = current();
+  step = Math.max(0, Math.min(s, RACE.steps));
+  const xs = [], ys = [], lx = [], ly = [], dx = [], dy = [];
+  for (const p of surface.paths) {
+    xs.push(p.x.slice(0, step + 1)); ys.push(p.y.slice(0, step + 1));
+    lx.push(p.t.slice(0, step + 1)); ly.push(p.gap.slice(0, step + 1));
+    dx.push(p.t.slice(0, step + 1)); dy.push(p.dist.slice(0, step + 1));
+  }
+  const div = $("fig-" + $("surface").value);
+  Plotly.restyle(div, {x: xs, y: ys}, surface.path_traces);
+  Plotly.restyle(div, {x: lx, y: ly}, surface.loss_traces);
+  Plotly.restyle(div, {x: dx, y: dy}, surface.dist_traces);
+  $("slider").value = step; $("counter").textContent = "step " + step + " / " + RACE.steps;
+}
+function pause() { if (timer) { clearInterval(timer); timer = null; } $("play").textContent = "▶ play"; }
+function play() {
+  if (timer) { pause(); return; }
+  if (step >= RACE.steps) show(0);
+  $("play").textContent = "⏸ pause";
+  timer = setInterval(() => {
+    if (step >= RACE.steps) { pause(); return; }
+    show(step + Number($("speed").value));
+  }, 40);
+}
+function choose() {
+  pause();
+  for (const name of Object.keys(RACE.surfaces)) $("box-" + name).style.display = "none";
+  $("box-" + $("surface").value).style.display = "block";
+  Plotly.Plots.resize($("fig-" + $("surface").value));  // laid out while hidden: take the page's width
+  show(step);
+}
+$("play").addEventListener("click", play);
+$("slider").addEventListener("input", (e) => { pause(); show(Number(e.target.value)); });
+$("surface").addEventListener("change", choose);
+window.addEventListener("load", () => { choose(); show(0); });
+"""
+
+
+def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tuple[str, dict[str, Any]]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.1,
+                        specs=[[{"rowspan": 2}, {}], [None, {}]],
+                        subplot_titles=(f"{surface.title}: {surface.formula}", "log10(f − f*)",
+                                        "distance to the nearest minimum"))
+    (x0, x1), (y0, y1) = surface.x_range, surface.y_range
+    gx = torch.linspace(x0, x1, 160, dtype=torch.float64)
+    gy = torch.linspace(y0, y1, 160, dtype=torch.float64)
+    grid_y, grid_x = torch.meshgrid(gy, gx, indexing="ij")
+    z = torch.log10((surface(grid_x, grid_y) - surface.f_min).clamp_min(0) + 1e-6)
+    fig.add_trace(go.Contour(x=gx.tolist(), y=gy.tolist(), z=z.tolist(), colorscale="Greys", reversescale=True,
+                             showscale=False, ncontours=30, hoverinfo="skip", line={"width": 0.3}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[m[0] for m in surface.minima], y=[m[1] for m in surface.minima], mode="markers",
+                             marker={"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1}},
+                             name="global minima", hovertemplate="minimum (%{x:.4g}, %{y:.4g})<extra></extra>"),
+                  row=1, col=1)
+    fig.add_trace(go.Scatter(x=[surface.start[0]], y=[surface.start[1]], mode="markers", name="start",
+                             marker={"symbol": "square", "size": 10, "color": "white", "line": {"width": 1}}),
+                  row=1, col=1)
+    paths, path_traces, loss_traces, dist_traces = [], [], [], []
+    for i, t in enumerate(trajectories):
+        color = PALETTE[i % len(PALETTE)]
+        label = f"{t.name} (lr {t.lr:.2g})" + (" — diverged" if t.diverged else "")
+        gap = [math.log10(max(f - surface.f_min, 0.0) + 1e-12) if math.isfinite(f) else None for f in t.losses]
+        dist = [surface.distance_to_nearest_minimum(x, y) for x, y in zip(t.xs, t.ys, strict=True)]
+        steps = list(range(len(t.xs)))
+        paths.append({"x": t.xs, "y": t.ys, "t": steps, "gap": gap, "dist": dist})
+        path_traces.append(len(fig.data))
+        fig.add_trace(go.Scatter(x=t.xs[:1], y=t.ys[:1], mode="lines+markers", name=label, legendgroup=t.name,
+                                 line={"color": color, "width": 2}, marker={"size": 3},
+                                 customdata=[[f if math.isfinite(f) else None] for f in t.losses],
+                                 hovertemplate=f"{t.name}<br>(%{{x:.4g}}, %{{y:.4g}})"
+                                               "<br>loss %{customdata[0]:.4g}<extra></extra>"), row=1, col=1)
+        loss_traces.append(len(fig.data))
+        fig.add_trace(go.Scatter(x=steps[:1], y=gap[:1], mode="lines", legendgroup=t.name, showlegend=False,
+                                 line={"color": color}, name=t.name), row=1, col=2)
+        dist_traces.append(len(fig.data))
+        fig.add_trace(go.Scatter(x=steps[:1], y=dist[:1], mode="lines", legendgroup=t.name, showlegend=False,
+                                 line={"color": color}, name=t.name), row=2, col=2)
+    fig.update_xaxes(range=[x0, x1], row=1, col=1)
+    fig.update_yaxes(range=[y0, y1], row=1, col=1)
+    steps_total = len(trajectories[0].xs) - 1 if trajectories else 0
+    fig.update_xaxes(range=[0, steps_total], row=1, col=2)
+    fig.update_xaxes(range=[0, steps_total], title_text="step", row=2, col=2)
+    fig.update_yaxes(type="log", row=2, col=2)
+    fig.update_layout(height=640, margin={"l": 40, "r": 20, "t": 60, "b": 40}, legend={"x": 1.02, "y": 1},
+                      template="plotly_white")
+    markup = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                         config={"displaylogo": False, "responsive": True})
+    data = {"paths": paths, "path_traces": path_traces, "loss_traces": loss_traces, "dist_traces": dist_traces}
+    return markup, data
+
+
+def write_page(results: dict[str, tuple[Surface, list[Trajectory]]], steps: int, path: str | os.PathLike[str],
+               subtitle: str = "") -> Path:
+    """Write the page for ``{surface name: (surface, trajectories)}`` atomically to ``path``."""
+    from plotly.offline import get_plotlyjs
+
+    figures, data = [], {}
+    for name, (surface, trajectories) in results.items():
+        markup, data[name] = _figure(surface, trajectories, f"fig-{name}")
+        figures.append(f'<div id="box-{name}" style="display:none">{markup}'
+                       f"<p class='note'>{html.escape(surface.note)}</p></div>")
+    options = "".join(f'<option value="{name}">{html.escape(surface.title)}</option>'
+                      for name, (surface, _) in results.items())
+    script = _SCRIPT.replace("__DATA__", json.dumps({"steps": steps, "surfaces": data}, allow_nan=False))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ravine — the optimizer race</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}} .controls{{display:flex;gap:1em;
+align-items:center;flex-wrap:wrap;margin:.5em 0}} .note{{color:#666;font-size:.9em}} #slider{{width:24em}}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head>
+<body><h1>The optimizer race</h1>
+<p>ravine's own optimizer classes, stepping on torch tensors: what you watch is what you train with.
+{html.escape(subtitle)}</p>
+<div class="controls"><label>surface <select id="surface">{options}</select></label>
+<button id="play">▶ play</button>
+<input id="slider" type="range" min="0" max="{steps}" value="0" aria-label="step">
+<span id="counter">step 0 / {steps}</span>
+<label>speed <select id="speed"><option value="1">1×</option><option value="2" selected>2×</option>
+<option value="5">5×</option><option value="10">10×</option></select></label></div>
+{"".join(figures)}
+<script type="text/javascript">{script}</script></body></html>
+"""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".html", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a page is meant to be opened and shared
+    os.replace(tmp, target)
+    return target
