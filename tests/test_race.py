@@ -95,6 +95,8 @@ def test_race_command_writes_tables_json_and_pictures(tmp_path, capsys):
     assert len(data["surfaces"]["booth"]["paths"]["Adam"]["x"]) == 61
     for name in ("booth", "himmelblau"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    gif = (out / "race.gif").read_bytes()
+    assert gif[:6] == b"GIF89a" and gif.count(b"\x21\xf9\x04") > 10  # animated: many frames
 
 
 @pytest.mark.parametrize(("argv", "message"), [

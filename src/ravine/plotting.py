@@ -87,3 +87,50 @@ def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def animate_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str], frames: int = 40) -> Path:
+    """An animated GIF of the paths growing on the contour (matplotlib + Pillow, no external binary)."""
+    import torch
+    from matplotlib.animation import PillowWriter
+
+    plt = _pyplot()
+    (x0, x1), (y0, y1) = surface.x_range, surface.y_range
+    xs = torch.linspace(x0, x1, 160, dtype=torch.float64)
+    ys = torch.linspace(y0, y1, 160, dtype=torch.float64)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    z = torch.log10((surface(grid_x, grid_y) - surface.f_min).clamp_min(0) + 1e-6)
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    ax.contourf(grid_x.numpy(), grid_y.numpy(), z.numpy(), levels=30, cmap="Greys_r", alpha=0.85)
+    for mx, my in surface.minima:
+        ax.plot(mx, my, "*", color="gold", markeredgecolor="black", markersize=13)
+    tab20 = plt.get_cmap("tab20").colors
+    colors = [tab20[k] for k in range(0, 20, 2)] + [tab20[k] for k in range(1, 20, 2)]
+    lines = [ax.plot([], [], "-", color=colors[i % 20], linewidth=1.6, label=t.name)[0]
+             for i, t in enumerate(trajectories)]
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    title = ax.set_title("", fontsize=9)
+    fig.tight_layout()
+    steps = len(trajectories[0].xs) - 1 if trajectories else 0
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".gif", dir=target.parent)
+    os.close(fd)
+    try:
+        writer = PillowWriter(fps=12)
+        with writer.saving(fig, tmp, dpi=80):
+            for k in range(frames + 1):
+                step = round(steps * k / frames)
+                for line, t in zip(lines, trajectories, strict=True):
+                    line.set_data(t.xs[: step + 1], t.ys[: step + 1])
+                title.set_text(f"{surface.title} — step {step}")
+                writer.grab_frame()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target

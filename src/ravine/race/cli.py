@@ -76,7 +76,7 @@ def run_race(args: argparse.Namespace) -> int:
         print("ravine race: the page and pictures need plotly and matplotlib: pip install 'ravine[plot]'",
               file=sys.stderr)
         return 2
-    from ravine.plotting import plot_race
+    from ravine.plotting import animate_race, plot_race
     from ravine.race.page import write_page
 
     out = Path(args.output)
@@ -95,6 +95,9 @@ def run_race(args: argparse.Namespace) -> int:
         tables.append(format_table(name, rows))
         results[name] = (surface, trajectories)
         plot_race(surface, trajectories, out / f"{name}.png")
+    first_surface, first_trajectories = next(iter(results.values()))
+    log(f"animating {first_surface.title} to race.gif")
+    animate_race(first_surface, first_trajectories, out / "race.gif")
     write_page(results, args.steps, out / "race.html",
                subtitle=f"Learning rates: {args.lr_mode} (shown in the legend); {args.steps} steps; "
                         f"gradient noise σ = {args.noise}.")
@@ -104,6 +107,6 @@ def run_race(args: argparse.Namespace) -> int:
     (out / "race.json").write_text(json.dumps({"lr_mode": args.lr_mode, "steps": args.steps,
                                                "noise": args.noise, "seed": args.seed, "surfaces": summary}))
     print(report)
-    print(f"\nwrote {out}/race.html (open it in a browser; works offline), summary.md, race.json and one PNG "
-          "per surface", file=sys.stderr)
+    print(f"\nwrote {out}/race.html (open it in a browser; works offline), race.gif, summary.md, race.json and "
+          "one PNG per surface", file=sys.stderr)
     return 0
