@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     race_parser.add_argument("--noise", type=float, default=0.0, help="σ of Gaussian noise added to gradients")
     race_parser.add_argument("--seed", type=int, default=0)
     race_parser.add_argument("-o", "--output", default="race", help="output folder (default ./race)")
+    race_parser.add_argument("--serve", action="store_true",
+                             help="serve the page live on 127.0.0.1: click a surface to start there")
+    race_parser.add_argument("--port", type=int, default=8050, help="port of --serve (default 8050)")
 
     bench = commands.add_parser("bench", help="benchmarks: 'step' (GB/s per optimizer), 'compile' (compile time)",
                                 add_help=False)

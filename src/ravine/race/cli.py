@@ -107,6 +107,28 @@ def run_race(args: argparse.Namespace) -> int:
     (out / "race.json").write_text(json.dumps({"lr_mode": args.lr_mode, "steps": args.steps,
                                                "noise": args.noise, "seed": args.seed, "surfaces": summary}))
     print(report)
+    if args.serve:
+        return _serve(results, args)
     print(f"\nwrote {out}/race.html (open it in a browser; works offline), race.gif, summary.md, race.json and "
           "one PNG per surface", file=sys.stderr)
+    return 0
+
+
+def _serve(results: dict, args: argparse.Namespace) -> int:
+    from ravine.race.page import render_page
+    from ravine.race.serve import make_server
+
+    if not 0 <= args.port <= 65535:
+        print(f"ravine race: Invalid port: {args.port} (port must be in [0, 65535])", file=sys.stderr)
+        return 2
+    page = render_page(results, args.steps, "Live: click a surface to start there; the slider scales every lr.",
+                       live=True).encode()
+    server = make_server(page, args.port)
+    print(f"serving the live race on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0

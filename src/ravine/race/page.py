@@ -67,6 +67,48 @@ $("surface").addEventListener("change", choose);
 window.addEventListener("load", () => { choose(); show(0); });
 """
 
+_LIVE_SCRIPT = """
+async function rerun(surfaceName, x, y) {
+  const query = new URLSearchParams({surface: surfaceName, start: x + "," + y, steps: String(RACE.steps),
+                                     lr_scale: String(10 ** Number($("lr-scale").value))});
+  $("status").textContent = "computing…";
+  const response = await fetch("/api/race?" + query);
+  const body = await response.json();
+  if (!response.ok) { $("status").textContent = "error: " + body.error; return; }
+  RACE.surfaces[surfaceName].paths = body.paths;
+  Plotly.restyle($("fig-" + surfaceName), {x: [[x]], y: [[y]]}, [RACE.surfaces[surfaceName].start_trace]);
+  $("status").textContent = "started at (" + x.toFixed(3) + ", " + y.toFixed(3) + ")";
+  pause(); show(0); play();
+}
+for (const name of Object.keys(RACE.surfaces)) {
+  $("fig-" + name).on("plotly_click", (event) => {
+    const point = event.points.find((p) => p.curveNumber === 0);  // the contour
+    if (point) rerun(name, point.x, point.y);
+  });
+}
+$("lr-scale").addEventListener("input", () => {
+  $("lr-label").textContent = "lr × " + (10 ** Number($("lr-scale").value)).toPrecision(2);
+});
+"""
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def path_data(surface: Surface, t: Trajectory) -> dict[str, Any]:
+    """What the page needs of one trajectory, JSON-safe (non-finite numbers become null, never NaN)."""
+    return {
+        "name": t.name,
+        "lr": t.lr,
+        "x": [_finite(v) for v in t.xs],
+        "y": [_finite(v) for v in t.ys],
+        "t": list(range(len(t.xs))),
+        "gap": [_finite(math.log10(max(f - surface.f_min, 0.0) + 1e-12)) if math.isfinite(f) else None
+                for f in t.losses],
+        "dist": [_finite(surface.distance_to_nearest_minimum(x, y)) for x, y in zip(t.xs, t.ys, strict=True)],
+    }
+
 
 def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tuple[str, dict[str, Any]]:
     import plotly.graph_objects as go
@@ -82,7 +124,7 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
     grid_y, grid_x = torch.meshgrid(gy, gx, indexing="ij")
     z = torch.log10((surface(grid_x, grid_y) - surface.f_min).clamp_min(0) + 1e-6)
     fig.add_trace(go.Contour(x=gx.tolist(), y=gy.tolist(), z=z.tolist(), colorscale="Greys", reversescale=True,
-                             showscale=False, ncontours=30, hoverinfo="skip", line={"width": 0.3}), row=1, col=1)
+                             showscale=False, ncontours=30, hoverinfo="none", line={"width": 0.3}), row=1, col=1)
     fig.add_trace(go.Scatter(x=[m[0] for m in surface.minima], y=[m[1] for m in surface.minima], mode="markers",
                              marker={"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1}},
                              name="global minima", hovertemplate="minimum (%{x:.4g}, %{y:.4g})<extra></extra>"),
@@ -94,10 +136,9 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
     for i, t in enumerate(trajectories):
         color = PALETTE[i % len(PALETTE)]
         label = f"{t.name} (lr {t.lr:.2g})" + (" — diverged" if t.diverged else "")
-        gap = [math.log10(max(f - surface.f_min, 0.0) + 1e-12) if math.isfinite(f) else None for f in t.losses]
-        dist = [surface.distance_to_nearest_minimum(x, y) for x, y in zip(t.xs, t.ys, strict=True)]
-        steps = list(range(len(t.xs)))
-        paths.append({"x": t.xs, "y": t.ys, "t": steps, "gap": gap, "dist": dist})
+        path = path_data(surface, t)
+        paths.append(path)
+        steps, gap, dist = path["t"], path["gap"], path["dist"]
         path_traces.append(len(fig.data))
         fig.add_trace(go.Scatter(x=t.xs[:1], y=t.ys[:1], mode="lines+markers", name=label, legendgroup=t.name,
                                  line={"color": color, "width": 2}, marker={"size": 3},
@@ -120,13 +161,28 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
                       template="plotly_white")
     markup = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                          config={"displaylogo": False, "responsive": True})
-    data = {"paths": paths, "path_traces": path_traces, "loss_traces": loss_traces, "dist_traces": dist_traces}
+    data = {"paths": paths, "path_traces": path_traces, "loss_traces": loss_traces, "dist_traces": dist_traces,
+            "start_trace": 2}
     return markup, data
 
 
 def write_page(results: dict[str, tuple[Surface, list[Trajectory]]], steps: int, path: str | os.PathLike[str],
                subtitle: str = "") -> Path:
     """Write the page for ``{surface name: (surface, trajectories)}`` atomically to ``path``."""
+    page = render_page(results, steps, subtitle)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".html", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a page is meant to be opened and shared
+    os.replace(tmp, target)
+    return target
+
+
+def render_page(results: dict[str, tuple[Surface, list[Trajectory]]], steps: int, subtitle: str = "",
+                live: bool = False) -> str:
+    """The page's HTML; ``live`` adds click-to-start and an lr slider that ask the server to recompute."""
     from plotly.offline import get_plotlyjs
 
     figures, data = [], {}
@@ -137,6 +193,11 @@ def write_page(results: dict[str, tuple[Surface, list[Trajectory]]], steps: int,
     options = "".join(f'<option value="{name}">{html.escape(surface.title)}</option>'
                       for name, (surface, _) in results.items())
     script = _SCRIPT.replace("__DATA__", json.dumps({"steps": steps, "surfaces": data}, allow_nan=False))
+    if live:
+        script += _LIVE_SCRIPT
+    live_controls = ('<label><span id="lr-label">lr × 1.0</span> <input id="lr-scale" type="range" min="-2" '
+                     'max="2" step="0.1" value="0"></label> <span id="status">click the surface to start '
+                     "there</span>") if live else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ravine — the optimizer race</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}} .controls{{display:flex;gap:1em;
@@ -150,15 +211,8 @@ align-items:center;flex-wrap:wrap;margin:.5em 0}} .note{{color:#666;font-size:.9
 <input id="slider" type="range" min="0" max="{steps}" value="0" aria-label="step">
 <span id="counter">step 0 / {steps}</span>
 <label>speed <select id="speed"><option value="1">1×</option><option value="2" selected>2×</option>
-<option value="5">5×</option><option value="10">10×</option></select></label></div>
+<option value="5">5×</option><option value="10">10×</option></select></label>{live_controls}</div>
 {"".join(figures)}
 <script type="text/javascript">{script}</script></body></html>
 """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".html", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a page is meant to be opened and shared
-    os.replace(tmp, target)
-    return target
+    return page

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -71,8 +72,12 @@ def _outside(surface: Surface, xy: torch.Tensor) -> torch.Tensor:
 
 
 def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, float]], steps: int,
-            noise: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run contestant ``name`` from every start at once; returns positions (steps+1, n, 2), losses, diverged."""
+            noise: float = 0.0, seed: int = 0, deadline: float | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run contestant ``name`` from every start at once; returns positions (steps+1, n, 2), losses, diverged.
+
+    With ``deadline`` (a ``time.monotonic()`` value), raises TimeoutError once it has passed.
+    """
     factory = CONTESTANTS[name][0]
     xy = torch.tensor(starts, dtype=torch.float64, requires_grad=True)
     optimizer = factory([xy], lr)
@@ -80,6 +85,8 @@ def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, fl
     positions, losses = [xy.detach().clone()], []
     diverged = torch.zeros(len(starts), dtype=torch.bool)
     for _ in range(steps):
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"the race on {surface.name} ran out of time")
         optimizer.zero_grad()
         loss = surface(xy[:, 0], xy[:, 1])
         loss.sum().backward()  # rows are independent: each gets its own gradient
@@ -98,11 +105,11 @@ def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, fl
 
 
 def race(surface: Surface, names: list[str], lrs: dict[str, float], steps: int, start: tuple[float, float],
-         noise: float = 0.0, seed: int = 0) -> list[Trajectory]:
+         noise: float = 0.0, seed: int = 0, deadline: float | None = None) -> list[Trajectory]:
     """One trajectory per contestant from ``start``."""
     out = []
     for name in names:
-        positions, losses, diverged = descend(surface, name, lrs[name], [start], steps, noise, seed)
+        positions, losses, diverged = descend(surface, name, lrs[name], [start], steps, noise, seed, deadline)
         out.append(Trajectory(name, lrs[name], positions[:, 0, 0].tolist(), positions[:, 0, 1].tolist(),
                               losses[:, 0].tolist(), bool(diverged[0])))
     return out
