@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+from ravine.progress import Progress
 from ravine.race.run import CONTESTANTS, package_tuned_path, race, tune_all, tuned_lrs
 from ravine.race.surfaces import SURFACES
 
@@ -53,7 +54,7 @@ def run_race(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     if args.action == "tune":
-        result = tune_all(args.steps, log)
+        result = tune_all(args.steps)
         path = package_tuned_path()
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {path}")
@@ -83,18 +84,19 @@ def run_race(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tuned = tuned_lrs() if args.lr_mode == "tuned" else {}
     summary, tables, results = {}, [], {}
-    for i, name in enumerate(surfaces, start=1):
-        surface = SURFACES[name]
-        log(f"[{i}/{len(surfaces)}] {surface.title}: {len(names)} optimizers × {args.steps} steps")
-        lrs = {n: (tuned.get(name, {}).get(n, CONTESTANTS[n][1]) if args.lr_mode == "tuned"
-                   else args.lr if args.lr_mode == "shared" else CONTESTANTS[n][1]) for n in names}
-        trajectories = race(surface, names, lrs, args.steps, start or surface.start, args.noise, args.seed)
-        rows = [t.summary(surface) for t in trajectories]
-        summary[name] = {"rows": rows, "paths": {t.name: {"x": t.xs, "y": t.ys, "loss": t.losses}
-                                                 for t in trajectories}}
-        tables.append(format_table(name, rows))
-        results[name] = (surface, trajectories)
-        plot_race(surface, trajectories, out / f"{name}.png")
+    with Progress(len(surfaces), "racing") as bar:
+        for name in surfaces:
+            surface = SURFACES[name]
+            bar.update(f"{surface.title}: {len(names)} optimizers × {args.steps} steps")
+            lrs = {n: (tuned.get(name, {}).get(n, CONTESTANTS[n][1]) if args.lr_mode == "tuned"
+                       else args.lr if args.lr_mode == "shared" else CONTESTANTS[n][1]) for n in names}
+            trajectories = race(surface, names, lrs, args.steps, start or surface.start, args.noise, args.seed)
+            rows = [t.summary(surface) for t in trajectories]
+            summary[name] = {"rows": rows, "paths": {t.name: {"x": t.xs, "y": t.ys, "loss": t.losses}
+                                                     for t in trajectories}}
+            tables.append(format_table(name, rows))
+            results[name] = (surface, trajectories)
+            plot_race(surface, trajectories, out / f"{name}.png")
     first_surface, first_trajectories = next(iter(results.values()))
     log(f"animating {first_surface.title} to race.gif")
     animate_race(first_surface, first_trajectories, out / "race.gif")

@@ -137,11 +137,16 @@ def tune(surface: Surface, name: str, steps: int) -> float:
     return best
 
 
-def tune_all(steps: int, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def tune_all(steps: int) -> dict[str, Any]:
+    from ravine.progress import Progress
+
     table: dict[str, dict[str, float]] = {}
-    for i, surface in enumerate(SURFACES.values(), start=1):
-        log(f"[{i}/{len(SURFACES)}] tuning on {surface.name}")
-        table[surface.name] = {name: tune(surface, name, steps) for name in CONTESTANTS}
+    with Progress(len(SURFACES) * len(CONTESTANTS), "tuning") as bar:
+        for surface in SURFACES.values():
+            table[surface.name] = {}
+            for name in CONTESTANTS:
+                bar.update(f"{surface.name} · {name}")
+                table[surface.name][name] = tune(surface, name, steps)
     return {
         "objective": "mean over 3 start points of log10(f_final - f_min + 1e-12); diverged runs excluded",
         "grid": LR_GRID,
