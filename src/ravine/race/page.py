@@ -12,12 +12,10 @@ import html
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from ravine.files import atomic_output
 from ravine.race.run import Trajectory
 from ravine.race.surfaces import Surface
 
@@ -119,10 +117,7 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
                         subplot_titles=(f"{surface.title}: {surface.formula}", "log10(f − f*)",
                                         "distance to the nearest minimum"))
     (x0, x1), (y0, y1) = surface.x_range, surface.y_range
-    gx = torch.linspace(x0, x1, 160, dtype=torch.float64)
-    gy = torch.linspace(y0, y1, 160, dtype=torch.float64)
-    grid_y, grid_x = torch.meshgrid(gy, gx, indexing="ij")
-    z = torch.log10((surface(grid_x, grid_y) - surface.f_min).clamp_min(0) + 1e-6)
+    gx, gy, z = surface.log_gap_grid(160)
     fig.add_trace(go.Contour(x=gx.tolist(), y=gy.tolist(), z=z.tolist(), colorscale="Greys", reversescale=True,
                              showscale=False, ncontours=30, hoverinfo="none", line={"width": 0.3}), row=1, col=1)
     fig.add_trace(go.Scatter(x=[m[0] for m in surface.minima], y=[m[1] for m in surface.minima], mode="markers",
@@ -170,14 +165,9 @@ def write_page(results: dict[str, tuple[Surface, list[Trajectory]]], steps: int,
                subtitle: str = "") -> Path:
     """Write the page for ``{surface name: (surface, trajectories)}`` atomically to ``path``."""
     page = render_page(results, steps, subtitle)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".html", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a page is meant to be opened and shared
-    os.replace(tmp, target)
-    return target
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return Path(path)
 
 
 def render_page(results: dict[str, tuple[Surface, list[Trajectory]]], steps: int, subtitle: str = "",

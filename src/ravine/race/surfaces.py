@@ -30,6 +30,14 @@ class Surface:
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         return self.fn(x, y)
 
+    def log_gap_grid(self, resolution: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The window as a ``resolution``² grid: x (1-D), y (1-D) and log10(f − f* + 1e-6) (rows follow y),
+        the scale every picture of the race uses, since f spans several orders of magnitude."""
+        xs = torch.linspace(*self.x_range, resolution, dtype=torch.float64)
+        ys = torch.linspace(*self.y_range, resolution, dtype=torch.float64)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        return xs, ys, torch.log10((self(grid_x, grid_y) - self.f_min).clamp_min(0) + 1e-6)
+
     def distance_to_nearest_minimum(self, x: float, y: float) -> float:
         return min(math.hypot(x - mx, y - my) for mx, my in self.minima)
 
