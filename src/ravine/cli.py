@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="serve the page live on 127.0.0.1: click a surface to start there")
     race_parser.add_argument("--port", type=int, default=8050, help="port of --serve (default 8050)")
 
+    from ravine.experiments.cli import add_parser as add_compare_parser
+
+    add_compare_parser(commands)
+
     bench = commands.add_parser("bench", help="benchmarks: 'step' (GB/s per optimizer), 'compile' (compile time)",
                                 add_help=False)
     bench.add_argument("benchmark", choices=["step", "compile"])
@@ -135,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ravine.race.cli import run_race
 
         return run_race(args)
+    if args.command == "compare":
+        from ravine.experiments.cli import run_compare
+
+        return run_compare(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

@@ -1,0 +1,340 @@
+"""The seeds' nine empirical claims about optimizers, each as an experiment with its criterion fixed up front.
+
+A claim names its task, the arms it runs (their lrs come from the shipped sweep, :mod:`.tuning`, or from a
+rule stated in the criterion — never picked by hand), the columns of its table, and the checks that decide it.
+Every check pairs runs by seed and decides with :mod:`.stats`: holds / does not hold / inconclusive.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ravine.experiments import stats
+from ravine.experiments.metrics import early_instability, mean_train_loss, steps_to_accuracy
+from ravine.experiments.train import Arm, Run
+
+Tuned = dict[str, dict[str, Any]]
+Runs = dict[str, list[Run]]  # arm label -> runs ordered by seed
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: a number read off each run, shown as mean ± std over the seeds."""
+
+    name: str
+    value: Callable[[Run], float]
+    digits: int = 4
+
+
+@dataclass(frozen=True)
+class Check:
+    text: str
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    key: str
+    statement: str
+    task: str
+    criterion: str
+    arms: Callable[[Tuned], list[Arm]]
+    checks: Callable[[Runs, Tuned], list[Check]]
+    columns: tuple[Column, ...]
+
+    def verdict(self, checks: list[Check]) -> str:
+        return stats.combine([c.verdict for c in checks])
+
+
+TEST_LOSS = Column("test loss", lambda r: r.test_loss)
+TEST_ACCURACY = Column("test accuracy %", lambda r: 100 * r.test_accuracy, 2)
+MEAN_TRAIN_LOSS = Column("mean train loss", mean_train_loss)
+INSTABILITY = Column("early instability (nats)", early_instability, 3)
+STATE = Column("state bytes/param", lambda r: r.state_bytes / r.parameters, 3)
+
+
+def _values(runs: list[Run], value: Callable[[Run], float]) -> list[float]:
+    return [value(r) for r in runs]
+
+
+def _log(value: Callable[[Run], float]) -> Callable[[Run], float]:
+    return lambda r: math.log(value(r))
+
+
+def _compare(runs: Runs, a: str, b: str, value: Callable[[Run], float], decide: Callable[..., str],
+             *bound: float, what: str) -> Check:
+    """Check ``decide(paired difference value(a) − value(b), *bound)``, described as ``what``."""
+    diff = stats.paired_difference(_values(runs[a], value), _values(runs[b], value))
+    verdict = decide(diff, *bound)
+    return Check(f"{what}: {a} − {b} = {diff} → {verdict}", verdict)
+
+
+def _arm(label: str, optimizer: str, tuned: Tuned, key: str, *options: tuple[str, Any], **fields: Any) -> Arm:
+    return Arm(label, optimizer, tuned[key]["lr"], tuple(options), **fields)
+
+
+MOMENTUM = ("momentum", 0.9)
+EMA_MOMENTUM = (MOMENTUM, ("dampening", 0.9))  # v ← βv + (1 − β)g: the seeds' form of momentum
+
+
+# 1 ------------------------------------------------------------------------------------------------------
+def _claim1_arms(tuned: Tuned) -> list[Arm]:
+    return [_arm("SGD", "sgd", tuned, "digits/SGD"),
+            _arm("SGD + momentum", "sgd", tuned, "digits/SGD + momentum", MOMENTUM),
+            _arm("Adam", "adam", tuned, "digits/Adam")]
+
+
+def _claim1_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, "Adam", other, mean_train_loss, stats.decide_below, what="mean train loss")
+            for other in ("SGD", "SGD + momentum")]
+
+
+# 2 ------------------------------------------------------------------------------------------------------
+ACCURACY_MARGIN = 1.0  # percentage points
+
+
+def _claim2_arms(tuned: Tuned) -> list[Arm]:
+    return [*_claim1_arms(tuned)[1:],
+            _arm("SGD + momentum, cosine", "sgd", tuned, "digits/SGD + momentum, cosine", MOMENTUM,
+                 schedule="cosine"),
+            _arm("SGD + momentum, step", "sgd", tuned, "digits/SGD + momentum, step", MOMENTUM, schedule="step")]
+
+
+def _claim2_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, decayed, "Adam", TEST_ACCURACY.value, stats.decide_above, -ACCURACY_MARGIN,
+                     what=f"test accuracy (points; holds above −{ACCURACY_MARGIN:g})")
+            for decayed in ("SGD + momentum, cosine", "SGD + momentum, step")]
+
+
+# 3 ------------------------------------------------------------------------------------------------------
+LOW_LR_FACTOR = 10
+LITTLE = 0.10  # "little difference": test losses within 10% of each other
+
+
+def _claim3_arms(tuned: Tuned) -> list[Arm]:
+    lr = tuned["digits/SGD"]["lr"]
+    low = lr / LOW_LR_FACTOR
+    return [Arm("SGD, low lr", "sgd", low), Arm("SGD + EMA momentum, low lr", "sgd", low, EMA_MOMENTUM),
+            Arm("SGD + torch momentum, low lr", "sgd", low, (MOMENTUM,)),
+            Arm("SGD, tuned lr", "sgd", lr), Arm("SGD + EMA momentum, tuned lr", "sgd", lr, EMA_MOMENTUM)]
+
+
+def _claim3_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, "SGD + EMA momentum, low lr", "SGD, low lr", _log(TEST_LOSS.value),
+                     stats.decide_within, math.log(1 + LITTLE),
+                     what=f"ln test loss (holds inside ±ln {1 + LITTLE:g})")]
+
+
+# 4 ------------------------------------------------------------------------------------------------------
+def _claim4_arms(tuned: Tuned) -> list[Arm]:
+    return [_arm("Adam", "adam", tuned, "gpt/Adam"), _arm("ADOPT", "adopt", tuned, "gpt/ADOPT")]
+
+
+def _claim4_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, "ADOPT", "Adam", TEST_LOSS.value, stats.decide_below, what="test loss")]
+
+
+# 5 ------------------------------------------------------------------------------------------------------
+COMPARABLE = 0.05  # "comparable loss": Lion's test loss at most 5% above AdamW's
+LR_RATIO = (3.0, 10.0)
+
+
+def _claim5_arms(tuned: Tuned) -> list[Arm]:
+    return [_arm("AdamW", "adamw", tuned, "gpt/AdamW"), _arm("Lion", "lion", tuned, "gpt/Lion")]
+
+
+def _claim5_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    state = statistics.fmean(r.state_bytes for r in runs["Lion"]) / statistics.fmean(
+        r.state_bytes for r in runs["AdamW"])
+    state_verdict = stats.HOLDS if abs(state - 0.5) <= 0.01 else stats.FAILS
+    ratio = tuned["gpt/AdamW"]["lr"] / tuned["gpt/Lion"]["lr"]
+    ratio_verdict = stats.HOLDS if LR_RATIO[0] <= ratio <= LR_RATIO[1] * 1.0001 else stats.FAILS
+    return [
+        Check(f"state bytes Lion / AdamW = {state:.4f} (holds within 0.5 ± 0.01) → {state_verdict}",
+              state_verdict),
+        Check(f"tuned lr AdamW / Lion = {ratio:.3g} (holds in [{LR_RATIO[0]:g}, {LR_RATIO[1]:g}]; one sweep, "
+              f"no interval) → {ratio_verdict}", ratio_verdict),
+        _compare(runs, "Lion", "AdamW", _log(TEST_LOSS.value), stats.decide_below, math.log(1 + COMPARABLE),
+                 what=f"ln test loss (holds below ln {1 + COMPARABLE:g})"),
+    ]
+
+
+# 6 ------------------------------------------------------------------------------------------------------
+HIGH_LR_FACTOR = 10
+
+
+def _claim6_arms(tuned: Tuned) -> list[Arm]:
+    high = HIGH_LR_FACTOR * tuned["gpt/Adam"]["lr"]
+    return [Arm("Adam, no warmup", "adam", high, schedule="cosine"),
+            Arm("Adam, linear warmup", "adam", high, schedule="warmup_cosine")]
+
+
+def _claim6_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, "Adam, linear warmup", "Adam, no warmup", early_instability, stats.decide_below,
+                     what="early instability")]
+
+
+# 7 ------------------------------------------------------------------------------------------------------
+MAX_NORM = 1.0
+
+
+def _claim7_arms(tuned: Tuned) -> list[Arm]:
+    entry = tuned["gpt/SGD + momentum"]
+    if "diverges_at" not in entry:
+        raise ValueError("the sweep of gpt/SGD + momentum found no lr at which it diverges; rerun --tune")
+    unclipped = Arm("SGD + momentum, unclipped", "sgd", entry["diverges_at"], (MOMENTUM,))
+    return [unclipped, replace(unclipped, label=f"SGD + momentum, clipped at {MAX_NORM:g}", clip=MAX_NORM)]
+
+
+def _claim7_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    a, b = runs.values()
+    exploded, survived = sum(r.diverged for r in a), sum(not r.diverged for r in b)
+    premise = stats.HOLDS if exploded else stats.INCONCLUSIVE
+    verdict = stats.HOLDS if survived == len(b) else stats.FAILS
+    return [Check(f"premise: the unclipped run diverged in {exploded} of {len(a)} seeds (needs ≥ 1) → {premise}",
+                  premise),
+            Check(f"the clipped run finished without diverging in {survived} of {len(b)} seeds (holds if all) "
+                  f"→ {verdict}", verdict)]
+
+
+# 8 ------------------------------------------------------------------------------------------------------
+def _claim8_arms(tuned: Tuned) -> list[Arm]:
+    l2, decoupled = tuned["digits/Adam + L2"], tuned["digits/AdamW"]
+    return [Arm("Adam + L2", "adam", l2["lr"], (("weight_decay", l2["weight_decay"]),)),
+            Arm("AdamW", "adamw", decoupled["lr"], (("weight_decay", decoupled["weight_decay"]),))]
+
+
+def _claim8_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, "AdamW", "Adam + L2", TEST_ACCURACY.value, stats.decide_above,
+                     what="test accuracy (points)")]
+
+
+# 9 ------------------------------------------------------------------------------------------------------
+LR_GRID = tuple(10 ** (k / 2) for k in range(-8, -1))  # 1e-4 … 1e-1, half decades
+NOT_WORSE = 0.05
+
+
+def _claim9_arms(tuned: Tuned) -> list[Arm]:
+    return [Arm(f"{name}, lr {lr:.2g}", optimizer, lr) for name, optimizer in
+            (("Adam", "adam"), ("Lookahead(Adam)", "lookahead_adam")) for lr in LR_GRID]
+
+
+def best_grid_label(runs: Runs, name: str) -> str:
+    """The grid lr with the lowest mean final validation loss (chosen on val, judged on test)."""
+    labels = [label for label in runs if label.startswith(f"{name}, lr ")]
+    return min(labels, key=lambda label: statistics.fmean(
+        math.inf if r.diverged else r.evals[-1][1] for r in runs[label]))
+
+
+def lr_spread(runs: list[list[Run]]) -> list[float]:
+    """Per seed: the standard deviation over the lr grid of ln(test loss) — how much the lr matters."""
+    return [statistics.stdev(math.log(per_lr[seed].test_loss) for per_lr in runs) for seed in range(len(runs[0]))]
+
+
+def _claim9_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    best_adam, best_lookahead = best_grid_label(runs, "Adam"), best_grid_label(runs, "Lookahead(Adam)")
+    best = {"Lookahead(Adam) at its best lr": runs[best_lookahead], "Adam at its best lr": runs[best_adam]}
+    good = _compare(best, "Lookahead(Adam) at its best lr", "Adam at its best lr", _log(TEST_LOSS.value),
+                    stats.decide_below, math.log(1 + NOT_WORSE),
+                    what=f"ln test loss (holds below ln {1 + NOT_WORSE:g}; best grid lr by validation loss: "
+                         f"Lookahead {best_lookahead.split()[-1]}, Adam {best_adam.split()[-1]})")
+    spread = {name: lr_spread([runs[label] for label in runs if label.startswith(f"{name}, lr ")])
+              for name in ("Lookahead(Adam)", "Adam")}
+    diff = stats.paired_difference(spread["Lookahead(Adam)"], spread["Adam"])
+    verdict = stats.decide_below(diff)
+    return [good, Check(f"spread over the lr grid (std of ln test loss): Lookahead(Adam) − Adam = {diff} → "
+                        f"{verdict}", verdict)]
+
+
+def _claims() -> list[Claim]:
+    digits_columns = (TEST_LOSS, TEST_ACCURACY)
+    return [
+        Claim(1, "adam-faster", "Adam converges faster than SGD and SGD with momentum on a simple dataset.",
+              "digits",
+              "Speed is the mean training loss over the run (the area under the curve). Holds if Adam's is lower "
+              "than both SGD's and momentum's, each with the 95% interval of the paired difference below 0; "
+              "does not hold if either interval lies wholly at or above 0.",
+              _claim1_arms, _claim1_checks,
+              (MEAN_TRAIN_LOSS, Column("steps to 95% val accuracy", lambda r: float(
+                  steps_to_accuracy(r, 0.95) or math.nan), 0), *digits_columns)),
+        Claim(2, "decay-closes-gap",
+              "With learning-rate decay (step or cosine), SGD with momentum reaches about the same final result "
+              "as Adam.", "digits",
+              f"Final result is test accuracy. Holds if, for both cosine and step decay, SGD + momentum is not "
+              f"worse than constant-lr Adam by more than {ACCURACY_MARGIN:g} point (95% interval of the paired "
+              f"difference above −{ACCURACY_MARGIN:g}); does not hold if either interval lies wholly at or below "
+              f"−{ACCURACY_MARGIN:g}. Momentum without decay is shown for reference.",
+              _claim2_arms, _claim2_checks, digits_columns),
+        Claim(3, "momentum-low-lr", "Momentum makes little difference when the learning rate is low.", "digits",
+              f"The low lr is SGD's tuned lr / {LOW_LR_FACTOR}; momentum in the seeds' form v ← 0.9·v + 0.1·g "
+              f"(torch's dampening = momentum). Holds if the test losses with and without momentum are within "
+              f"{LITTLE:.0%} of each other (95% interval of the paired difference of ln test loss inside "
+              f"±ln {1 + LITTLE:g}); does not hold if it lies wholly outside. The tuned-lr pair and torch's "
+              f"undamped momentum (whose step is 10× larger) are shown for contrast.",
+              _claim3_arms, _claim3_checks, (MEAN_TRAIN_LOSS, *digits_columns)),
+        Claim(4, "adopt-beats-adam", "ADOPT trains better than Adam on a small GPT-style language model.", "gpt",
+              "Holds if ADOPT's test loss is lower than Adam's, each at its tuned lr (95% interval of the paired "
+              "difference below 0); does not hold if the interval lies wholly at or above 0.",
+              _claim4_arms, _claim4_checks, (MEAN_TRAIN_LOSS, TEST_LOSS, TEST_ACCURACY)),
+        Claim(5, "lion-half-state",
+              "Lion keeps half the optimizer state of AdamW and reaches comparable loss with a 3–10× smaller lr.",
+              "gpt",
+              f"Three parts, all needed: the measured state bytes of Lion are 0.5 ± 0.01 of AdamW's; the swept "
+              f"lrs give AdamW / Lion in [{LR_RATIO[0]:g}, {LR_RATIO[1]:g}]; at those lrs Lion's test loss is at "
+              f"most {COMPARABLE:.0%} above AdamW's (95% interval of the paired difference of ln test loss below "
+              f"ln {1 + COMPARABLE:g}). Each at its package's defaults otherwise (AdamW weight decay 0.01, "
+              f"Lion 0).",
+              _claim5_arms, _claim5_checks, (TEST_LOSS, TEST_ACCURACY, STATE)),
+        Claim(6, "warmup-stability",
+              "Linear warmup prevents early instability when training a transformer at a high learning rate.",
+              "gpt",
+              f"The high lr is {HIGH_LR_FACTOR}× Adam's tuned lr; both runs decay it by cosine, one after a "
+              f"linear warmup over the first 10% of steps. Early instability is the largest rise of the smoothed "
+              f"training loss above its running minimum in the first 30% of steps. Holds if warmup's is lower "
+              f"(95% interval of the paired difference below 0); does not hold if it lies wholly at or above 0.",
+              _claim6_arms, _claim6_checks, (INSTABILITY, TEST_LOSS, TEST_ACCURACY)),
+        Claim(7, "clipping-prevents-divergence",
+              "Gradient-norm clipping prevents divergence where the unclipped run explodes.", "gpt",
+              f"The lr is the smallest one, walking up from SGD + momentum's tuned lr in half decades, at "
+              f"which the tuning seed's unclipped run diverged (loss non-finite or above 2 × ln(vocabulary)). "
+              f"Holds if the run clipped to global norm {MAX_NORM:g} diverges in none of the seeds; does not "
+              f"hold if it diverges in any; inconclusive if the unclipped run diverges in none (the premise "
+              f"fails).",
+              _claim7_arms, _claim7_checks, (TEST_LOSS, TEST_ACCURACY)),
+        Claim(8, "adamw-generalises",
+              "AdamW's decoupled weight decay generalises better than Adam with L2 regularisation.", "digits",
+              "Both at Adam's tuned lr, each with the weight decay its own sweep chose on the validation set "
+              "(0 allowed). Holds if AdamW's test accuracy is higher (95% interval of the paired difference "
+              "above 0); does not hold if it lies wholly at or below 0.",
+              _claim8_arms, _claim8_checks, digits_columns),
+        Claim(9, "lookahead-stable",
+              "Lookahead(Adam) is at least as good as Adam and more stable across learning rates.", "digits",
+              f"Both run on the lr grid {', '.join(f'{lr:.2g}' for lr in LR_GRID)}. At least as good: at each "
+              f"one's best grid lr (chosen by validation loss), Lookahead's test loss is at most {NOT_WORSE:.0%} "
+              f"above Adam's (95% interval of the paired difference of ln test loss below ln {1 + NOT_WORSE:g}). "
+              f"More stable: the spread of ln test loss over the grid (its standard deviation, per seed) is "
+              f"smaller (interval below 0). Holds if both hold; does not hold if either fails.",
+              _claim9_arms, _claim9_checks, digits_columns),
+    ]
+
+
+CLAIMS: dict[str, Claim] = {claim.key: claim for claim in _claims()}
+
+
+def select(names: list[str]) -> list[Claim]:
+    """Claims by key or number (all when ``names`` is empty), in their order."""
+    if not names:
+        return list(CLAIMS.values())
+    by_number = {str(claim.number): claim for claim in CLAIMS.values()}
+    chosen = []
+    for name in names:
+        claim = CLAIMS.get(name) or by_number.get(name)
+        if claim is None:
+            raise ValueError(f"Invalid claim: {name!r} (choose from 1–9 or {', '.join(CLAIMS)})")
+        chosen.append(claim)
+    return sorted({claim.key: claim for claim in chosen}.values(), key=lambda c: c.number)

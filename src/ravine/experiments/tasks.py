@@ -1,0 +1,135 @@
+"""The two training tasks the claims are tested on: an MLP on the digits and a character-level GPT.
+
+A task owns its data, model, mini-batch sampler and evaluation; the runner (:mod:`ravine.experiments.train`)
+knows nothing else about it. Seeds enter in exactly two places: the initial weights (``torch.manual_seed``) and
+the mini-batch order (a ``torch.Generator``), so two arms run with the same seed start from the same weights and
+see the same batches — every comparison is paired.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ravine.experiments import data
+from ravine.experiments.models import MLP, CharGPT
+
+
+class Task(Protocol):
+    name: str
+    title: str
+    description: str
+    steps: int  # the full budget
+    quick_steps: int  # the --quick budget
+    eval_every: int
+    quick_eval_every: int
+    classes: int
+    step_cost: float  # relative cost of one training step (for the ETA), digits = 1
+    tune_seeds: tuple[int, ...]  # the lr sweep's seeds, never among the reported seeds 0…N−1
+
+    def model(self, seed: int, device: torch.device) -> nn.Module: ...
+
+    def batch(self, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> tuple[float, float]: ...
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten())
+
+
+@torch.no_grad()
+def _loss_and_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    loss = cross_entropy(logits, targets).item()
+    accuracy = (logits.argmax(-1) == targets).float().mean().item()
+    return loss, accuracy
+
+
+@dataclass(frozen=True)
+class DigitsMLP:
+    """A 64-128-128-10 ReLU MLP on scikit-learn's digits, mini-batches of 64 drawn with replacement."""
+
+    name: str = "digits"
+    title: str = "MLP on the digits"
+    description: str = ("scikit-learn's 8×8 digits (1,078 train / 359 val / 360 test, standardised), "
+                        "a 64-128-128-10 ReLU MLP, batches of 64")
+    steps: int = 800
+    quick_steps: int = 150
+    eval_every: int = 20
+    quick_eval_every: int = 10
+    classes: int = 10
+    step_cost: float = 1.0
+    tune_seeds: tuple[int, ...] = (1000, 1001, 1002)  # cheap runs, noisy final losses: average three
+    batch_size: int = 64
+
+    def model(self, seed: int, device: torch.device) -> nn.Module:
+        torch.manual_seed(seed)
+        return MLP(64, (128, 128), self.classes).to(device)
+
+    def batch(self, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        train = data.digits()["train"]
+        index = torch.randint(len(train), (self.batch_size,), generator=generator)
+        return train.inputs[index].to(device), train.targets[index].to(device)
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> tuple[float, float]:
+        part = data.digits()[split]
+        with torch.no_grad():
+            return _loss_and_accuracy(model(part.inputs.to(device)), part.targets.to(device))
+
+
+@dataclass(frozen=True)
+class StdlibGPT:
+    """A 2-layer, 4-head, width-64 character GPT (context 64) on Python's standard-library source."""
+
+    name: str = "gpt"
+    title: str = "character GPT on Python's standard library"
+    description: str = (f"character-level GPT-2-style transformer (2 pre-LN blocks, width 64, 4 heads, context "
+                        f"64, ~110k parameters) on the source of {len(data.STDLIB_FILES)} standard-library "
+                        "modules (each file: first 80% train, next 10% val, last 10% test), batches of 32")
+    steps: int = 600
+    quick_steps: int = 60
+    eval_every: int = 50
+    quick_eval_every: int = 15
+    classes: int = data.VOCAB_SIZE
+    step_cost: float = 40.0
+    tune_seeds: tuple[int, ...] = (1000,)
+    batch_size: int = 32
+    context: int = 64
+    eval_windows: int = 128
+
+    def model(self, seed: int, device: torch.device) -> nn.Module:
+        torch.manual_seed(seed)
+        return CharGPT(data.VOCAB_SIZE, self.context, width=64, depth=2, heads=4).to(device)
+
+    def _windows(self, stream: torch.Tensor, starts: torch.Tensor, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        offsets = torch.arange(self.context + 1)
+        chunk = stream[starts[:, None] + offsets]
+        return chunk[:, :-1].to(device), chunk[:, 1:].to(device)
+
+    def batch(self, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        stream = data.stdlib_text()["train"]
+        starts = torch.randint(len(stream) - self.context - 1, (self.batch_size,), generator=generator)
+        return self._windows(stream, starts, device)
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> tuple[float, float]:
+        stream = data.stdlib_text()[split]
+        windows = self.eval_windows * (2 if split == "test" else 1)
+        # evenly spaced, fixed windows: every evaluation of every run sees the same characters
+        starts = torch.linspace(0, len(stream) - self.context - 2, windows).long()
+        inputs, targets = self._windows(stream, starts, device)
+        with torch.no_grad():
+            return _loss_and_accuracy(model(inputs), targets)
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (DigitsMLP(), StdlibGPT())}
+
+
+def chance_loss(task: Task) -> float:
+    """The loss of a uniform guess, ln(classes): what a diverged run is scored as."""
+    return math.log(task.classes)
