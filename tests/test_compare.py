@@ -247,3 +247,14 @@ def test_a_run_on_cuda_follows_the_cpu_run():
     task, arm = TASKS["gpt"], Arm("Adam", "adam", 1e-3)
     cpu, cuda = train(task, arm, 0, 5, 5), train(task, arm, 0, 5, 5, device="cuda")
     assert cuda.train_loss == pytest.approx(cpu.train_loss, rel=1e-3)
+
+
+def test_the_documented_figures_exist():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for doc in (root / "README.md", root / "docs" / "experiments.md"):
+        links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", doc.read_text())
+        assert links, doc
+        for link in links:
+            assert (doc.parent / link).is_file(), f"{doc.name} shows a missing figure: {link}"
