@@ -111,6 +111,9 @@ def main() -> None:
             model_sd, optim_sd = get_state_dict(model, optimizer)
             dcp.save({"model": model_sd, "optim": optim_sd, "scheduler": scheduler.state_dict(), "step": step + 1},
                      checkpoint_id=str(folder / f"step_{step + 1}"))
+    # every rank finishes its collectives before any tears gloo down (a rank leaving early can abort the
+    # other's worker threads: "terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -18,7 +18,7 @@ from ravine.experiments.claims import CLAIMS, select
 from ravine.experiments.metrics import early_instability, mean_train_loss, smoothed
 from ravine.experiments.tasks import TASKS
 from ravine.experiments.train import Arm, Run, train
-from ravine.experiments.tuning import TUNABLES, load_tuned, sweep
+from ravine.experiments.tuning import TUNABLES, load_tuned
 
 
 # ---- data -------------------------------------------------------------------------------------------
@@ -152,12 +152,18 @@ def test_every_claim_builds_its_arms_from_the_shipped_sweep():
     assert tuned["gpt/SGD + momentum"]["diverges_at"] > tuned["gpt/SGD + momentum"]["lr"]
 
 
-def test_the_sweep_reproduces_the_shipped_entry():
-    # digits/SGD with the full budget: a few seconds, and the shipped lr must be what the sweep finds today.
-    shipped = load_tuned()["digits/SGD"]
-    entry = sweep(TUNABLES["digits/SGD"], {})
-    assert entry["lr"] == shipped["lr"]
-    assert [v for v, _ in entry["sweep"]] == [v for v, _ in shipped["sweep"]]
+def test_tune_command_reproduces_the_shipped_entry(tmp_path, monkeypatch, capsys):
+    # `ravine compare --tune`, narrowed to digits/SGD (full budget, a few seconds): the shipped lr and grid
+    # must be what the sweep finds today, and the file it writes must load.
+    from ravine.cli import main
+    from ravine.experiments import tuning
+
+    monkeypatch.setattr(tuning, "TUNABLES", {"digits/SGD": TUNABLES["digits/SGD"]})
+    path = tmp_path / "tuned.json"
+    assert main(["compare", "--tune", "--tuned", str(path)]) == 0
+    entry, shipped = load_tuned(path)["digits/SGD"], load_tuned()["digits/SGD"]
+    assert entry == shipped
+    assert "digits/SGD" in capsys.readouterr().out
 
 
 # ---- the command ------------------------------------------------------------------------------------
