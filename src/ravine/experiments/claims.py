@@ -224,10 +224,14 @@ def _claim9_arms(tuned: Tuned) -> list[Arm]:
             (("Adam", "adam"), ("Lookahead(Adam)", "lookahead_adam")) for lr in LR_GRID]
 
 
+def grid_labels(runs: Runs, name: str) -> list[str]:
+    """The labels of ``name``'s runs on the lr grid (``"Adam, lr 0.001"``, ...), in grid order."""
+    return [label for label in runs if label.startswith(f"{name}, lr ")]
+
+
 def best_grid_label(runs: Runs, name: str) -> str:
     """The grid lr with the lowest mean final validation loss (chosen on val, judged on test)."""
-    labels = [label for label in runs if label.startswith(f"{name}, lr ")]
-    return min(labels, key=lambda label: statistics.fmean(
+    return min(grid_labels(runs, name), key=lambda label: statistics.fmean(
         math.inf if r.diverged else r.evals[-1][1] for r in runs[label]))
 
 
@@ -243,7 +247,7 @@ def _claim9_checks(runs: Runs, tuned: Tuned) -> list[Check]:
                     stats.decide_below, math.log(1 + NOT_WORSE),
                     what=f"ln test loss (holds below ln {1 + NOT_WORSE:g}; best grid lr by validation loss: "
                          f"Lookahead {best_lookahead.split()[-1]}, Adam {best_adam.split()[-1]})")
-    spread = {name: lr_spread([runs[label] for label in runs if label.startswith(f"{name}, lr ")])
+    spread = {name: lr_spread([runs[label] for label in grid_labels(runs, name)])
               for name in ("Lookahead(Adam)", "Adam")}
     diff = stats.paired_difference(spread["Lookahead(Adam)"], spread["Adam"])
     verdict = stats.decide_below(diff)

@@ -76,6 +76,11 @@ def _objective(runs: list[Any]) -> float:
     return math.inf if any(r.diverged for r in runs) else statistics.fmean(r.evals[-1][1] for r in runs)
 
 
+def _grid_value(value: float) -> float:
+    """``value`` to 6 significant digits, so that a grid point reached two ways is one point."""
+    return float(f"{value:.6g}")
+
+
 def _with(arm: Arm, parameter: str, value: float) -> Arm:
     if parameter == "lr":
         return replace(arm, lr=value)
@@ -96,7 +101,7 @@ def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
     results: dict[float, float] = {}
 
     def trial(value: float) -> float:
-        value = float(f"{value:.6g}")
+        value = _grid_value(value)
         if value not in results:
             if on_run is not None:
                 on_run(f"{tunable.key}: {tunable.parameter}={value:.3g}")
@@ -118,10 +123,10 @@ def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
             trial(arm.lr * 10 ** (k / 2))
         low, high = exponents[0], exponents[-1]
         for _ in range(EXTEND):  # walk off an edge the best point sits on
-            if best() == float(f"{arm.lr * 10 ** (high / 2):.6g}") and math.isfinite(results[best()]):
+            if best() == _grid_value(arm.lr * 10 ** (high / 2)):
                 high += 1
                 trial(arm.lr * 10 ** (high / 2))
-            elif best() == float(f"{arm.lr * 10 ** (low / 2):.6g}"):
+            elif best() == _grid_value(arm.lr * 10 ** (low / 2)):
                 low -= 1
                 trial(arm.lr * 10 ** (low / 2))
             else:
@@ -133,7 +138,7 @@ def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
         if tunable.find_divergence:
             value = entry["lr"]
             for _ in range(2 * EXTEND):
-                value = float(f"{value * 10 ** 0.5:.6g}")
+                value = _grid_value(value * 10 ** 0.5)
                 if math.isinf(trial(value)):
                     entry["diverges_at"] = value
                     break
