@@ -21,10 +21,10 @@ def _pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Write ``fig`` to ``path`` atomically: a crash never leaves a half-written image behind."""
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, dpi=dpi)
     return Path(path)
 
 

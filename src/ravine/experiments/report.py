@@ -130,11 +130,9 @@ def csv_row(run: Run, claim: str) -> dict[str, Any]:
 def plot_outcome(outcome: Outcome, path: Path) -> None:
     """Training loss (raw and EWA-smoothed), validation loss and validation accuracy, mean over the seeds; for
     an lr grid (claim 9) the final test loss against lr instead of the curves."""
-    import matplotlib
+    from ravine.plotting import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     labels = list(outcome.runs)
     grid = [label for label in labels if ", lr " in label]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -142,10 +140,9 @@ def plot_outcome(outcome: Outcome, path: Path) -> None:
     if grid:
         _plot_lr_grid(outcome, axes[0])
         labels = [label for label in labels if label not in grid] + _best_of_grid(outcome)
-        axes = axes[1:]
     else:
         _plot_train_loss(outcome, labels, axes[0], colours)
-        axes = axes[1:]
+    axes = axes[1:]
     for i, label in enumerate(labels):
         evals = [r.evals for r in outcome.runs[label]]
         steps = [step for step, _, _ in max(evals, key=len)]
@@ -158,9 +155,10 @@ def plot_outcome(outcome: Outcome, path: Path) -> None:
         axes[1].legend(fontsize=7)
     fig.suptitle(f"{outcome.claim.number}. {outcome.claim.statement}", fontsize=10)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _mean_of_running(curves: list[list[float]]) -> list[float]:
