@@ -8,7 +8,7 @@ from helpers import amp_step, assert_same_run, clone_params, make_params, set_gr
 from torch.optim import optimizer as torch_optimizer
 
 import ravine
-from ravine.engine import optimizer as engine_optimizer
+from ravine.engine import eager as engine_eager
 
 ALGORITHMS = [ravine.SGD, ravine.Adagrad, ravine.RMSprop, ravine.Adam, ravine.Lion, ravine.ADOPT]
 
@@ -83,7 +83,7 @@ def test_update_receives_tensor_lists_on_the_multi_tensor_path(monkeypatch):
     Spy(params).step()  # CPU default: per tensor, like torch
     assert seen and set(seen) == {torch.Tensor}
     seen.clear()
-    monkeypatch.setattr(engine_optimizer, "_foreach_devices", lambda: ["cpu"])  # as if CPU were CUDA
+    monkeypatch.setattr(engine_eager, "foreach_devices", lambda: ["cpu"])  # as if CPU were CUDA
     Spy(params).step()
     assert set(seen) == {ravine.TensorList} and len(seen) < len(params)  # batched (chunked by size)
 

@@ -56,7 +56,7 @@ def test_parameters_gradients_and_state_live_in_flat_buffers():
     for step in range(2):
         set_grads(params, step, skip_some=False)
         optimizer.step()
-    (flat,) = optimizer._flat_groups.values()
+    (flat,) = optimizer._fused.flat_groups.values()
     base = flat.param_buffer.data_ptr()
     assert [p.data_ptr() for p in params] == [base + 4 * o for o in flat.offsets[:-1]]
     assert all(flat.owns_grad(p) for p in params)
@@ -116,7 +116,7 @@ def test_one_graph_serves_any_number_of_tensors():
         set_grads(many, step, skip_some=False)
         optimizer.step()
     assert counters["stats"]["unique_graphs"] == graphs
-    assert len(optimizer._flat_groups) == 1
+    assert len(optimizer._fused.flat_groups) == 1
 
 
 def test_state_dict_round_trip_and_loading_eager_state_into_a_fused_optimizer(tmp_path):
@@ -145,7 +145,7 @@ def test_odd_tensors_fall_back_to_the_per_tensor_path():
     reference = ravine.Adam(clone_params(params), lr=1e-2)
     candidate = ravine.Adam(params, lr=1e-2, fused=True)
     assert_same_run(reference, reference.param_groups[0]["params"], candidate, params, 5, exact=True)
-    assert not candidate._flat_groups and not strided.is_contiguous()
+    assert not candidate._fused.flat_groups and not strided.is_contiguous()
 
 
 def test_bfloat16_parameters_are_updated_in_float32():

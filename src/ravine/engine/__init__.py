@@ -1,7 +1,7 @@
-"""How any algorithm runs: the optimizer base class, multi-tensor lists, state and hyperparameter views."""
+"""How any algorithm runs: the contract and step driver, the eager and fused runners, and what updates see."""
 
-from ravine.engine.optimizer import Optimizer
+from ravine.engine.optimizer import PATHS_BY_KIND, MathKind, Optimizer
 from ravine.engine.tensorlist import TensorList
 from ravine.engine.views import Hyper, StateView
 
-__all__ = ["Hyper", "Optimizer", "StateView", "TensorList"]
+__all__ = ["PATHS_BY_KIND", "Hyper", "MathKind", "Optimizer", "StateView", "TensorList"]

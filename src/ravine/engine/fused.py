@@ -1,32 +1,36 @@
-"""The fused path: an algorithm's own ``update``, compiled once per (device, dtype) group over flat buffers.
+"""The fused runner: an algorithm's own ``update``, compiled once per (device, dtype) batch over flat buffers.
 
-No algorithm is written twice. ``torch.compile`` (inductor: C++/OpenMP on CPU, Triton on CUDA) traces the very
-``update`` method the eager paths run, with two thin wrappers standing in for its arguments:
+``torch.compile`` (inductor: C++/OpenMP on CPU, Triton on CUDA) traces the very ``update`` method the eager
+paths run (:mod:`ravine.engine.tracing` has the stand-ins it sees) over one flat buffer per parameter batch,
+gradient and state key (:mod:`ravine.engine.flat`). Compile cost therefore does not grow with the number of
+tensors, and one kernel streams each buffer once. Only elementwise math is fused: the optimizer refuses
+``fused=True`` for any other kind at construction.
 
-* :class:`FusedTensor` wraps a flat buffer and offers the tensor methods optimizer math uses; a tensor
-  ``alpha=``/``value=`` (which ATen only takes as a Python number) is folded into a multiplication.
-* :class:`HyperScalar` wraps a hyperparameter held as a 0-d tensor. Arithmetic gives tensors, so a schedule
-  that changes lr, betas or weight decay every step never recompiles; comparisons with 0 and 1
-  (``if hp.weight_decay != 0``) read flags computed outside the graph, so only a change in such a branch
-  (weight decay switched on, say) compiles a second graph.
-
-Parameters, gradients and state of a group live in one flat buffer each (:class:`FlatGroup`): parameters are
-re-pointed to views of the parameter buffer (``p.data``), gradients are views of the gradient buffer that
-autograd accumulates into in place, and ``optimizer.state[p][key]`` are views of the state buffers, so
-``state_dict`` keeps torch's per-parameter format. Compile cost therefore does not grow with the number of
-tensors, and one kernel streams each buffer once.
+:class:`FusedRunner` owns everything this path keeps between steps — flat buffers, cached hyperparameter
+tensors, which parameters already took their first (eager) step — so the optimizer's contract and step driver
+know nothing about compilation.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from ravine.engine import eager
+from ravine.engine.flat import FlatGroup
+from ravine.engine.tracing import compiled_update
+from ravine.engine.views import Hyper, StateView
+
+if TYPE_CHECKING:
+    from ravine.engine.optimizer import Optimizer
+
+# Group entries that choose how the engine runs, not what the algorithm computes.
+ENGINE_KEYS = frozenset({"params", "param_names", "foreach", "fused", "skip_nonfinite", "state_dtype",
+                         "skipped_steps", "initial_lr"})
 
 
 # ---- availability -----------------------------------------------------------------------------------
@@ -46,391 +50,123 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     return f"the fused step is built for CPU and CUDA, not {device.type!r}"
 
 
-# ---- what the update sees -----------------------------------------------------------------------------
-def _raw(value: Any) -> Any:
-    if isinstance(value, FusedTensor):
-        return value.t
-    if isinstance(value, HyperScalar):
-        return value.t
-    return value
+class FusedRunner:
+    """The fused path of one optimizer: flat buffers, cached hyperparameter tensors, compiled steps."""
 
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
+        self.flat_groups: dict[tuple[int, ...], FlatGroup] = {}
+        self.seen: set[int] = set()  # parameters that took their (eager) state-creating first step
+        self.scalars: dict[tuple[Any, ...], Tensor] = {}
 
-@torch.library.custom_op("ravine::materialize", mutates_args=())
-def materialize(x: Tensor) -> Tensor:
-    """An opaque copy: inductor cannot inline what computes ``x`` into the kernels that read it."""
-    return x.clone()
+    def step(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
+        """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor."""
+        opt = self.optimizer
+        lazy = opt.creates_state_in_update(hp)
+        for batch in eager.batches(opt, params):
+            fusable = all(
+                type(p) in (Tensor, torch.nn.Parameter) and p.is_floating_point() and p.is_contiguous()
+                and (not lazy or id(p) in self.seen or opt.state.get(p))
+                for p in batch
+            )
+            if not fusable:  # a first step that creates state, DTensor, complex or strided tensors: eager
+                eager.unscale(batch, opt._inv_scale)
+                for p in batch:
+                    eager.run(opt, [p], group, hp, batched=False)
+                    self.seen.add(id(p))
+                continue
+            self._run(batch, group, hp)
 
+    def _run(self, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
+        opt = self.optimizer
+        states = [opt.state[p] if opt.state.get(p) else {} for p in params]
+        key = tuple(id(p) for p in params)
+        flat = self.flat_groups.get(key)
+        if flat is None or not flat.intact(states):
+            for other in [k for k in self.flat_groups if set(k) & set(key)]:
+                del self.flat_groups[other]
+            flat = self.flat_groups[key] = FlatGroup(params, states, opt.scalar_state)
+        flat.collect_grads()
+        steps = [s["step"] for s in states] if opt.step_counter else []
+        hp.step = steps[0].item() + 1 if steps else None
+        # The eager per-step hook (per-parameter scalars such as NAdam's mu_product) runs before the kernel.
+        extra = opt.step_scalars(StateView(states, is_complex=False, batched=True), hp)
+        # Scalar arithmetic (bias corrections, lr/bc) in float64, as the eager paths do it in Python floats.
+        device = params[0].device
+        scalar_type = torch.float32 if device.type == "mps" else torch.float64
+        scalars, statics, flags = self._hyper(group, hp.step, extra, device, scalar_type)
+        statics["compute_dtype"] = str(opt.compute_dtype(params[0], group)).removeprefix("torch.")
+        with torch._dynamo.config.patch(recompile_limit=128):
+            compiled_update()(
+                type(opt).update, opt, flat.param_buffer, flat.grad_buffer, flat.state_buffers,
+                scalars, statics, flags,
+            )
+        if steps:  # counted only once the step has run
+            torch._foreach_add_(steps, 1)
 
-@materialize.register_fake
-def _(x: Tensor) -> Tensor:
-    return torch.empty_like(x)
+    def _hyper(
+        self, group: dict[str, Any], step: float | None, extra: dict[str, Any], device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, bool]]:
+        """Numbers as cached 0-d tensors (filled in place: no recompiles), flags for 0/1 branches."""
+        opt = self.optimizer
+        scalars: dict[str, Any] = {}
+        statics: dict[str, Any] = {}
+        flags: dict[str, bool] = {}
 
+        def as_tensor(name: str, value: Any) -> Tensor:
+            if torch.is_tensor(value):
+                flags[f"{name}==0"] = flags[f"{name}==1"] = False  # reading it would cost a host sync
+                return value.reshape(()).to(device=device, dtype=dtype)
+            flags[f"{name}==0"], flags[f"{name}==1"] = value == 0, value == 1
+            cached = self.scalars.get((id(group), name, device, dtype))
+            if cached is None:
+                cached = self.scalars[(id(group), name, device, dtype)] = torch.zeros((), dtype=dtype,
+                                                                                      device=device)
+            return cached.fill_(value)
 
-def _like(value: Any, t: Tensor) -> Any:
-    """``value`` ready to meet buffer ``t``.
-
-    A hyperparameter (float64, for scalar arithmetic as exact as the eager paths' Python floats) is cast to
-    the buffer's dtype, so per-element math stays in the buffer's precision. A *derived* one (``lr/(1−β₁ᵗ)``)
-    is materialised first: otherwise inductor inlines its scalar math (``pow``, ``sqrt``, which the C++
-    compiler may not hoist) into every iteration of the vector loop.
-    """
-    if isinstance(value, HyperScalar):
-        scalar = value.t.to(t.dtype)
-        return materialize(scalar) if value.derived else scalar
-    return _raw(value)
-
-
-def _scaled(other: Any, factor: Any) -> Any:
-    """``other·factor`` without a multiplication when the factor is the literal 1."""
-    other = _raw(other)
-    if isinstance(factor, (int, float)) and factor == 1:
-        return other
-    return other * _like(factor, other)
-
-
-class HyperScalar:
-    """A hyperparameter inside the compiled step: a 0-d tensor with static zero/one flags for branching."""
-
-    __slots__ = ("derived", "flags", "key", "t")
-    __hash__ = None  # type: ignore[assignment]
-
-    def __init__(self, t: Tensor, flags: dict[str, bool], key: str, derived: bool = False) -> None:
-        self.t, self.flags, self.key, self.derived = t, flags, key, derived
-
-    def _flag(self, other: Any) -> bool:
-        if isinstance(other, (int, float)) and other in (0, 1) and f"{self.key}=={int(other)}" in self.flags:
-            return self.flags[f"{self.key}=={int(other)}"]
-        raise TypeError(f"{self.key} can only be compared with 0 or 1 in a fused step (got {other!r})")
-
-    def __eq__(self, other: object) -> bool:  # type: ignore[override]
-        return self._flag(other)
-
-    def __ne__(self, other: object) -> bool:  # type: ignore[override]
-        return not self._flag(other)
-
-    def __gt__(self, other: Any) -> bool:  # hyperparameters are validated non-negative
-        if other != 0:
-            raise TypeError(f"{self.key} can only be compared with 0 in a fused step (got {other!r})")
-        return not self._flag(0)
-
-    def __bool__(self) -> bool:
-        return not self._flag(0)
-
-    # Arithmetic stays inside HyperScalar: dynamo traces operators between two user objects (or one and a
-    # Python number), not between a user object and a tensor. Derived values cannot be compared.
-    def _derived(self, t: Tensor) -> HyperScalar:
-        return HyperScalar(t, {}, f"an expression of {self.key}", derived=True)
-
-    def __neg__(self) -> HyperScalar:
-        return self._derived(-self.t)
-
-    def __add__(self, o: Any) -> HyperScalar:
-        return self._derived(self.t + _raw(o))
-
-    def __radd__(self, o: Any) -> HyperScalar:
-        return self._derived(_raw(o) + self.t)
-
-    def __sub__(self, o: Any) -> HyperScalar:
-        return self._derived(self.t - _raw(o))
-
-    def __rsub__(self, o: Any) -> HyperScalar:
-        return self._derived(_raw(o) - self.t)
-
-    def __mul__(self, o: Any) -> HyperScalar:
-        return self._derived(self.t * _raw(o))
-
-    def __rmul__(self, o: Any) -> HyperScalar:
-        return self._derived(_raw(o) * self.t)
-
-    def __truediv__(self, o: Any) -> HyperScalar:
-        return self._derived(self.t / _raw(o))
-
-    def __rtruediv__(self, o: Any) -> HyperScalar:
-        return self._derived(_raw(o) / self.t)
-
-    def __pow__(self, o: Any) -> HyperScalar:
-        return self._derived(self.t ** _raw(o))
-
-    def __rpow__(self, o: Any) -> HyperScalar:
-        return self._derived(_raw(o) ** self.t)
-
-
-class FusedHyper:
-    """``hp`` inside the compiled step: numbers are :class:`HyperScalar`, flags stay Python values."""
-
-    def __init__(self, scalars: dict[str, Any], statics: dict[str, Any], flags: dict[str, bool]) -> None:
-        for key, value in statics.items():
-            setattr(self, key, value)
-        for key, value in scalars.items():
-            if isinstance(value, tuple):
-                setattr(self, key, tuple(HyperScalar(v, flags, f"{key}[{i}]") for i, v in enumerate(value)))
+        entries = {**group, "step": step} if step is not None else dict(group)
+        entries["grad_sign"] = -1.0 if group["maximize"] else 1.0
+        entries["inv_scale"] = 1.0 if opt._inv_scale is None else opt._inv_scale
+        entries.update(extra)
+        for name, value in entries.items():
+            # Only the hyperparameters this class declares (plus step, the step_scalars values and the two
+            # engine scalars) enter the graph; keys that users or wrappers add to a group (Lookahead's
+            # counter, tags) stay out of it.
+            declared = name in opt.defaults or name in extra or name in ("step", "grad_sign", "inv_scale")
+            if name in ENGINE_KEYS or name == "maximize" or not declared:
+                continue
+            if isinstance(value, bool) or value is None or isinstance(value, str):
+                statics[name] = value
+            elif isinstance(value, tuple):
+                scalars[name] = tuple(as_tensor(f"{name}[{i}]", v) for i, v in enumerate(value))
             else:
-                setattr(self, key, HyperScalar(value, flags, key))
+                scalars[name] = as_tensor(name, value)
+        return scalars, statics, flags
 
+    def zero_grad(self, set_to_none: bool = True) -> bool:
+        """Zero the gradients living in flat buffers; False when there are none (torch's zero_grad applies).
 
-def _out(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
-    @functools.wraps(method)
-    def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
-        return FusedTensor(method(self, *args, **kwargs))
-
-    return wrapper
-
-
-def _in_place(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
-    @functools.wraps(method)
-    def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
-        method(self, *args, **kwargs)
-        return self
-
-    return wrapper
-
-
-class FusedTensor:
-    """A flat buffer inside the compiled step, answering to the tensor methods the algorithms use."""
-
-    __slots__ = ("t",)
-
-    def __init__(self, t: Tensor) -> None:
-        self.t = t
-
-    @_out
-    def add(self, other: Any, alpha: Any = 1) -> Tensor:
-        return self.t + _scaled(other, alpha)
-
-    @_in_place
-    def add_(self, other: Any, alpha: Any = 1) -> None:
-        self.t.add_(_scaled(other, alpha))
-
-    @_out
-    def sub(self, other: Any, alpha: Any = 1) -> Tensor:
-        return self.t - _scaled(other, alpha)
-
-    @_in_place
-    def sub_(self, other: Any, alpha: Any = 1) -> None:
-        self.t.sub_(_scaled(other, alpha))
-
-    @_out
-    def mul(self, other: Any) -> Tensor:
-        return self.t * _like(other, self.t)
-
-    @_in_place
-    def mul_(self, other: Any) -> None:
-        self.t.mul_(_like(other, self.t))
-
-    @_out
-    def div(self, other: Any) -> Tensor:
-        return self.t / _like(other, self.t)
-
-    @_in_place
-    def div_(self, other: Any) -> None:
-        self.t.div_(_like(other, self.t))
-
-    @_out
-    def addcmul(self, t1: Any, t2: Any, value: Any = 1) -> Tensor:
-        return self.t + _scaled(_raw(t1) * _raw(t2), value)
-
-    @_in_place
-    def addcmul_(self, t1: Any, t2: Any, value: Any = 1) -> None:
-        self.t.add_(_scaled(_raw(t1) * _raw(t2), value))
-
-    @_out
-    def addcdiv(self, t1: Any, t2: Any, value: Any = 1) -> Tensor:
-        return self.t + _scaled(_raw(t1) / _raw(t2), value)
-
-    @_in_place
-    def addcdiv_(self, t1: Any, t2: Any, value: Any = 1) -> None:
-        self.t.add_(_scaled(_raw(t1) / _raw(t2), value))
-
-    @_out
-    def lerp(self, end: Any, weight: Any) -> Tensor:
-        return torch.lerp(self.t, _raw(end), _like(weight, self.t))
-
-    @_in_place
-    def lerp_(self, end: Any, weight: Any) -> None:
-        self.t.lerp_(_raw(end), _like(weight, self.t))
-
-    @_out
-    def neg(self) -> Tensor:
-        return -self.t
-
-    @_out
-    def sqrt(self) -> Tensor:
-        return self.t.sqrt()
-
-    @_in_place
-    def sqrt_(self) -> None:
-        self.t.sqrt_()
-
-    @_out
-    def sign(self) -> Tensor:
-        return self.t.sign()
-
-    @_in_place
-    def sign_(self) -> None:
-        self.t.sign_()
-
-    sgn = sign
-    sgn_ = sign_
-
-    @_out
-    def abs(self) -> Tensor:
-        return self.t.abs()
-
-    @_in_place
-    def zero_(self) -> None:
-        self.t.zero_()
-
-    @_out
-    def clamp_min(self, other: Any) -> Tensor:
-        return torch.clamp_min(self.t, _like(other, self.t))
-
-    @_in_place
-    def clamp_min_(self, other: Any) -> None:
-        self.t.clamp_min_(_like(other, self.t))
-
-    @_out
-    def clamp_max(self, other: Any) -> Tensor:
-        return torch.clamp_max(self.t, _like(other, self.t))
-
-    @_in_place
-    def clamp_max_(self, other: Any) -> None:
-        self.t.clamp_max_(_like(other, self.t))
-
-    @_in_place
-    def clamp_(self, min: Any = None, max: Any = None) -> None:
-        if min is not None:
-            self.t.clamp_min_(_like(min, self.t))
-        if max is not None:
-            self.t.clamp_max_(_like(max, self.t))
-
-    @_in_place
-    def copy_(self, other: Any) -> None:
-        self.t.copy_(_raw(other))
-
-    @_out
-    def clone(self) -> Tensor:
-        return self.t.clone()
-
-    def __neg__(self) -> FusedTensor:
-        return self.neg()
-
-
-class FusedState:
-    """``state`` inside the compiled step: the group's flat state buffers by key (read-only mapping)."""
-
-    def __init__(self, buffers: dict[str, Tensor]) -> None:
-        object.__setattr__(self, "_buffers", buffers)
-
-    def __getattr__(self, key: str) -> FusedTensor | None:
-        buffer = self._buffers.get(key)
-        return None if buffer is None else FusedTensor(buffer)
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        raise RuntimeError(f"state.{key}: state cannot be created inside a fused step (the first step is eager)")
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._buffers
-
-
-def fused_update(
-    update: Callable[..., None],
-    optimizer: Any,
-    param: Tensor,
-    grad: Tensor,
-    state: dict[str, Tensor],
-    scalars: dict[str, Any],
-    statics: dict[str, Any],
-    flags: dict[str, bool],
-) -> None:
-    """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles."""
-    compute_dtype = next(iter(state.values())).dtype if state else param.dtype
-    work = param if param.dtype == compute_dtype else param.to(compute_dtype)
-    # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
-    g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
-    g = g * scalars.pop("grad_sign").to(compute_dtype)
-    update(optimizer, FusedTensor(work), FusedTensor(g), FusedState(state), FusedHyper(scalars, statics, flags))
-    if work is not param:
-        param.copy_(work)
-
-
-@functools.cache
-def compiled_update() -> Callable[..., None]:
-    """The compiled :func:`fused_update`, built on first use (one code object; graphs cached by torch)."""
-    return torch.compile(fused_update, fullgraph=True, dynamic=True)
-
-
-# ---- flat buffers ---------------------------------------------------------------------------------------
-class FlatGroup:
-    """Parameters, gradients and state of one (device, dtype) batch, each in one contiguous buffer."""
-
-    def __init__(self, params: list[Tensor], states: list[dict[str, Any]]) -> None:
-        self.params = params
-        self.numels = [p.numel() for p in params]
-        offsets = [0]
-        for n in self.numels:
-            offsets.append(offsets[-1] + n)
-        self.offsets = offsets
-        self.param_buffer = self._gather([p.detach() for p in params], params[0].dtype)
-        for p, view in zip(params, self._views(self.param_buffer), strict=True):
-            p.data = view
-        self.grad_buffer = torch.zeros_like(self.param_buffer)
-        self.grad_views = self._views(self.grad_buffer)
-        for p, view in zip(params, self.grad_views, strict=True):
-            if p.grad is not None:
-                view.copy_(p.grad)
-            p.grad = view
-        keys = [k for k, v in states[0].items() if k != "step" and torch.is_tensor(v)]
-        self.state_buffers: dict[str, Tensor] = {}
-        for key in keys:
-            buffer = self._gather([s[key] for s in states], states[0][key].dtype)
-            self.state_buffers[key] = buffer
-            for s, view in zip(states, self._views(buffer), strict=True):
-                s[key] = view
-        self.states = states
-
-    def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
-        buffer = torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
-        for t, view in zip(tensors, self._views(buffer), strict=True):
-            view.copy_(t)
-        return buffer
-
-    def _views(self, buffer: Tensor) -> list[Tensor]:
-        return [
-            buffer[start:end].view(p.shape)
-            for p, start, end in zip(self.params, self.offsets, self.offsets[1:], strict=False)
-        ]
-
-    def intact(self, states: list[dict[str, Any]]) -> bool:
-        """Do the parameters and state still live in this group's buffers (no ``.to()``, no reload)?"""
-        base = self.param_buffer.data_ptr()
-        element = self.param_buffer.element_size()
-        for p, start in zip(self.params, self.offsets, strict=False):
-            if p.data_ptr() != base + start * element:
-                return False
-        for mine, theirs in zip(self.states, states, strict=True):
-            if mine is not theirs:
-                return False
-        for key, buffer in self.state_buffers.items():
-            base, element = buffer.data_ptr(), buffer.element_size()
-            for state, start in zip(states, self.offsets, strict=False):
-                value = state.get(key)
-                if value is None or value.data_ptr() != base + start * element:
-                    return False
-        return True
-
-    def collect_grads(self) -> None:
-        """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere)."""
-        for p, view in zip(self.params, self.grad_views, strict=True):
-            grad = p.grad
-            if grad is not view:
-                if grad is not None and grad.data_ptr() != view.data_ptr():
-                    view.copy_(grad)
-                p.grad = view
-
-    def owns_grad(self, p: Tensor) -> bool:
-        grad = p.grad
-        if grad is None:
+        Dropping them (``set_to_none``) would make autograd allocate fresh gradients that the next fused step
+        must copy back into the buffer; zeroing keeps them in place. As with ``set_to_none=False`` in torch,
+        such a parameter then steps with a zero gradient even if backward did not reach it.
+        """
+        if not self.flat_groups:
             return False
-        start = self.grad_buffer.data_ptr()
-        end = start + self.grad_buffer.numel() * self.grad_buffer.element_size()
-        return start <= grad.data_ptr() < end
+        owned: set[int] = set()
+        for flat in self.flat_groups.values():
+            owned.update(id(p) for p in flat.params if flat.owns_grad(p))
+            flat.grad_buffer.zero_()
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None or id(p) in owned:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
+                    else:
+                        p.grad.requires_grad_(False)
+                    p.grad.zero_()
+        return True

@@ -102,6 +102,9 @@ class TensorList:
     clamp_max = _foreach("clamp_max", inplace=False)
     clamp_max_ = _foreach("clamp_max", inplace=True)
     copy_ = _foreach("copy", inplace=True)
+    reciprocal = _foreach("reciprocal", inplace=False)
+    reciprocal_ = _foreach("reciprocal", inplace=True)
+    maximum = _foreach("maximum", inplace=False)
 
     # ``sgn`` is ``sign`` for real tensors; complex parameters reach the math as real views.
     sgn = sign
@@ -113,6 +116,30 @@ class TensorList:
             self.clamp_min_(min)
         if max is not None:
             self.clamp_max_(max)
+        return self
+
+    # Comparisons and masked fills: no foreach kernels exist, so these loop over the tensors, as torch's own
+    # multi-tensor Rprop does.
+    def gt(self, other: Any) -> TensorList:
+        """Multi-tensor ``Tensor.gt`` (a list of boolean masks)."""
+        return TensorList([t.gt(_pick(other, i)) for i, t in enumerate(self.tensors)])
+
+    def lt(self, other: Any) -> TensorList:
+        """Multi-tensor ``Tensor.lt`` (a list of boolean masks)."""
+        return TensorList([t.lt(_pick(other, i)) for i, t in enumerate(self.tensors)])
+
+    def eq(self, other: Any) -> TensorList:
+        """Multi-tensor ``Tensor.eq`` (a list of boolean masks)."""
+        return TensorList([t.eq(_pick(other, i)) for i, t in enumerate(self.tensors)])
+
+    def masked_fill(self, mask: TensorList, value: Any) -> TensorList:
+        """Multi-tensor ``Tensor.masked_fill``."""
+        return TensorList([t.masked_fill(_pick(mask, i), value) for i, t in enumerate(self.tensors)])
+
+    def masked_fill_(self, mask: TensorList, value: Any) -> TensorList:
+        """Multi-tensor ``Tensor.masked_fill_``."""
+        for i, t in enumerate(self.tensors):
+            t.masked_fill_(_pick(mask, i), value)
         return self
 
     def clone(self) -> TensorList:

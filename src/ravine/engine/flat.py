@@ -1,0 +1,91 @@
+"""Flat buffers: the parameters, gradients and state of a fused batch, each in one contiguous buffer.
+
+Parameters are re-pointed to views of the parameter buffer (``p.data``), gradients are views of the gradient
+buffer that autograd accumulates into in place, and ``optimizer.state[p][key]`` are views of the state
+buffers, so ``state_dict`` keeps torch's per-parameter format. Only state shaped like its parameter is
+flattened; per-parameter scalars (0-d state such as NAdam's ``mu_product``) stay where they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class FlatGroup:
+    """Parameters, gradients and state of one (device, dtype) batch, each in one contiguous buffer."""
+
+    def __init__(self, params: list[Tensor], states: list[dict[str, Any]],
+                 scalar_keys: tuple[str, ...] = ()) -> None:
+        self.params = params
+        self.numels = [p.numel() for p in params]
+        offsets = [0]
+        for n in self.numels:
+            offsets.append(offsets[-1] + n)
+        self.offsets = offsets
+        self.param_buffer = self._gather([p.detach() for p in params], params[0].dtype)
+        for p, view in zip(params, self._views(self.param_buffer), strict=True):
+            p.data = view
+        self.grad_buffer = torch.zeros_like(self.param_buffer)
+        self.grad_views = self._views(self.grad_buffer)
+        for p, view in zip(params, self.grad_views, strict=True):
+            if p.grad is not None:
+                view.copy_(p.grad)
+            p.grad = view
+        keys = [k for k, v in states[0].items() if k != "step" and k not in scalar_keys and torch.is_tensor(v)]
+        self.state_buffers: dict[str, Tensor] = {}
+        for key in keys:
+            buffer = self._gather([s[key] for s in states], states[0][key].dtype)
+            self.state_buffers[key] = buffer
+            for s, view in zip(states, self._views(buffer), strict=True):
+                s[key] = view
+        self.states = states
+
+    def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
+        buffer = torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
+        for t, view in zip(tensors, self._views(buffer), strict=True):
+            view.copy_(t)
+        return buffer
+
+    def _views(self, buffer: Tensor) -> list[Tensor]:
+        return [
+            buffer[start:end].view(p.shape)
+            for p, start, end in zip(self.params, self.offsets, self.offsets[1:], strict=False)
+        ]
+
+    def intact(self, states: list[dict[str, Any]]) -> bool:
+        """Do the parameters and state still live in this group's buffers (no ``.to()``, no reload)?"""
+        base = self.param_buffer.data_ptr()
+        element = self.param_buffer.element_size()
+        for p, start in zip(self.params, self.offsets, strict=False):
+            if p.data_ptr() != base + start * element:
+                return False
+        for mine, theirs in zip(self.states, states, strict=True):
+            if mine is not theirs:
+                return False
+        for key, buffer in self.state_buffers.items():
+            base, element = buffer.data_ptr(), buffer.element_size()
+            for state, start in zip(states, self.offsets, strict=False):
+                value = state.get(key)
+                if value is None or value.data_ptr() != base + start * element:
+                    return False
+        return True
+
+    def collect_grads(self) -> None:
+        """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere)."""
+        for p, view in zip(self.params, self.grad_views, strict=True):
+            grad = p.grad
+            if grad is not view:
+                if grad is not None and grad.data_ptr() != view.data_ptr():
+                    view.copy_(grad)
+                p.grad = view
+
+    def owns_grad(self, p: Tensor) -> bool:
+        grad = p.grad
+        if grad is None:
+            return False
+        start = self.grad_buffer.data_ptr()
+        end = start + self.grad_buffer.numel() * self.grad_buffer.element_size()
+        return start <= grad.data_ptr() < end

@@ -1,0 +1,375 @@
+"""What an algorithm's ``update`` sees inside the compiled (fused) step: stand-ins for tensors, state and hp.
+
+No algorithm is written twice. ``torch.compile`` traces the very ``update`` method the eager paths run, with
+thin wrappers standing in for its arguments:
+
+* :class:`FusedTensor` wraps a flat buffer and offers the same tensor methods as
+  :class:`~ravine.engine.tensorlist.TensorList` (a test checks the two lists agree); a tensor
+  ``alpha=``/``value=`` (which ATen only takes as a Python number) is folded into a multiplication.
+* :class:`HyperScalar` wraps a hyperparameter held as a 0-d tensor. Arithmetic gives tensors, so a schedule
+  that changes lr, betas or weight decay every step never recompiles; comparisons with 0 and 1
+  (``if hp.weight_decay != 0``) read flags computed outside the graph, so only a change in such a branch
+  (weight decay switched on, say) compiles a second graph. Values an algorithm must branch on in other ways
+  come from its eager :meth:`~ravine.Optimizer.step_scalars` hook as booleans.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _raw(value: Any) -> Any:
+    if isinstance(value, FusedTensor):
+        return value.t
+    if isinstance(value, HyperScalar):
+        return value.t
+    return value
+
+
+@torch.library.custom_op("ravine::materialize", mutates_args=())
+def materialize(x: Tensor) -> Tensor:
+    """An opaque copy: inductor cannot inline what computes ``x`` into the kernels that read it."""
+    return x.clone()
+
+
+@materialize.register_fake
+def _(x: Tensor) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _like(value: Any, t: Tensor) -> Any:
+    """``value`` ready to meet buffer ``t``.
+
+    A hyperparameter (float64, for scalar arithmetic as exact as the eager paths' Python floats) is cast to
+    the buffer's dtype, so per-element math stays in the buffer's precision. A *derived* one (``lr/(1−β₁ᵗ)``)
+    is materialised first: otherwise inductor inlines its scalar math (``pow``, ``sqrt``, which the C++
+    compiler may not hoist) into every iteration of the vector loop.
+    """
+    if isinstance(value, HyperScalar):
+        scalar = value.t.to(t.dtype)
+        return materialize(scalar) if value.derived else scalar
+    return _raw(value)
+
+
+def _scaled(other: Any, factor: Any) -> Any:
+    """``other·factor`` without a multiplication when the factor is the literal 1."""
+    other = _raw(other)
+    if isinstance(factor, (int, float)) and factor == 1:
+        return other
+    return other * _like(factor, other)
+
+
+class HyperScalar:
+    """A hyperparameter inside the compiled step: a 0-d tensor with static zero/one flags for branching."""
+
+    __slots__ = ("derived", "flags", "key", "t")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, t: Tensor, flags: dict[str, bool], key: str, derived: bool = False) -> None:
+        self.t, self.flags, self.key, self.derived = t, flags, key, derived
+
+    def _flag(self, other: Any) -> bool:
+        if isinstance(other, (int, float)) and other in (0, 1) and f"{self.key}=={int(other)}" in self.flags:
+            return self.flags[f"{self.key}=={int(other)}"]
+        raise TypeError(f"{self.key} can only be compared with 0 or 1 in a fused step (got {other!r})")
+
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        return self._flag(other)
+
+    def __ne__(self, other: object) -> bool:  # type: ignore[override]
+        return not self._flag(other)
+
+    def __gt__(self, other: Any) -> bool:  # hyperparameters are validated non-negative
+        if other != 0:
+            raise TypeError(f"{self.key} can only be compared with 0 in a fused step (got {other!r})")
+        return not self._flag(0)
+
+    def __bool__(self) -> bool:
+        return not self._flag(0)
+
+    # Arithmetic stays inside HyperScalar: dynamo traces operators between two user objects (or one and a
+    # Python number), not between a user object and a tensor. Derived values cannot be compared.
+    def _derived(self, t: Tensor) -> HyperScalar:
+        return HyperScalar(t, {}, f"an expression of {self.key}", derived=True)
+
+    def __neg__(self) -> HyperScalar:
+        return self._derived(-self.t)
+
+    def __add__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t + _raw(o))
+
+    def __radd__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) + self.t)
+
+    def __sub__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t - _raw(o))
+
+    def __rsub__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) - self.t)
+
+    def __mul__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t * _raw(o))
+
+    def __rmul__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) * self.t)
+
+    def __truediv__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t / _raw(o))
+
+    def __rtruediv__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) / self.t)
+
+    def __pow__(self, o: Any) -> HyperScalar:
+        return self._derived(self.t ** _raw(o))
+
+    def __rpow__(self, o: Any) -> HyperScalar:
+        return self._derived(_raw(o) ** self.t)
+
+
+class FusedHyper:
+    """``hp`` inside the compiled step: numbers are :class:`HyperScalar`, flags stay Python values."""
+
+    def __init__(self, scalars: dict[str, Any], statics: dict[str, Any], flags: dict[str, bool]) -> None:
+        for key, value in statics.items():
+            setattr(self, key, value)
+        for key, value in scalars.items():
+            if isinstance(value, tuple):
+                setattr(self, key, tuple(HyperScalar(v, flags, f"{key}[{i}]") for i, v in enumerate(value)))
+            else:
+                setattr(self, key, HyperScalar(value, flags, key))
+
+
+def _out(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
+    @functools.wraps(method)
+    def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
+        return FusedTensor(method(self, *args, **kwargs))
+
+    return wrapper
+
+
+def _in_place(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
+    @functools.wraps(method)
+    def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
+        method(self, *args, **kwargs)
+        return self
+
+    return wrapper
+
+
+class FusedTensor:
+    """A flat buffer inside the compiled step, answering to the tensor methods the algorithms use."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: Tensor) -> None:
+        self.t = t
+
+    @_out
+    def add(self, other: Any, alpha: Any = 1) -> Tensor:
+        return self.t + _scaled(other, alpha)
+
+    @_in_place
+    def add_(self, other: Any, alpha: Any = 1) -> None:
+        self.t.add_(_scaled(other, alpha))
+
+    @_out
+    def sub(self, other: Any, alpha: Any = 1) -> Tensor:
+        return self.t - _scaled(other, alpha)
+
+    @_in_place
+    def sub_(self, other: Any, alpha: Any = 1) -> None:
+        self.t.sub_(_scaled(other, alpha))
+
+    @_out
+    def mul(self, other: Any) -> Tensor:
+        return self.t * _like(other, self.t)
+
+    @_in_place
+    def mul_(self, other: Any) -> None:
+        self.t.mul_(_like(other, self.t))
+
+    @_out
+    def div(self, other: Any) -> Tensor:
+        return self.t / _like(other, self.t)
+
+    @_in_place
+    def div_(self, other: Any) -> None:
+        self.t.div_(_like(other, self.t))
+
+    @_out
+    def addcmul(self, t1: Any, t2: Any, value: Any = 1) -> Tensor:
+        return self.t + _scaled(_raw(t1) * _raw(t2), value)
+
+    @_in_place
+    def addcmul_(self, t1: Any, t2: Any, value: Any = 1) -> None:
+        self.t.add_(_scaled(_raw(t1) * _raw(t2), value))
+
+    @_out
+    def addcdiv(self, t1: Any, t2: Any, value: Any = 1) -> Tensor:
+        return self.t + _scaled(_raw(t1) / _raw(t2), value)
+
+    @_in_place
+    def addcdiv_(self, t1: Any, t2: Any, value: Any = 1) -> None:
+        self.t.add_(_scaled(_raw(t1) / _raw(t2), value))
+
+    @_out
+    def lerp(self, end: Any, weight: Any) -> Tensor:
+        return torch.lerp(self.t, _raw(end), _like(weight, self.t))
+
+    @_in_place
+    def lerp_(self, end: Any, weight: Any) -> None:
+        self.t.lerp_(_raw(end), _like(weight, self.t))
+
+    @_out
+    def neg(self) -> Tensor:
+        return -self.t
+
+    @_in_place
+    def neg_(self) -> None:
+        self.t.neg_()
+
+    @_out
+    def sqrt(self) -> Tensor:
+        return self.t.sqrt()
+
+    @_in_place
+    def sqrt_(self) -> None:
+        self.t.sqrt_()
+
+    @_out
+    def sign(self) -> Tensor:
+        return self.t.sign()
+
+    @_in_place
+    def sign_(self) -> None:
+        self.t.sign_()
+
+    sgn = sign
+    sgn_ = sign_
+
+    @_out
+    def abs(self) -> Tensor:
+        return self.t.abs()
+
+    @_in_place
+    def zero_(self) -> None:
+        self.t.zero_()
+
+    @_out
+    def clamp_min(self, other: Any) -> Tensor:
+        return torch.clamp_min(self.t, _like(other, self.t))
+
+    @_in_place
+    def clamp_min_(self, other: Any) -> None:
+        self.t.clamp_min_(_like(other, self.t))
+
+    @_out
+    def clamp_max(self, other: Any) -> Tensor:
+        return torch.clamp_max(self.t, _like(other, self.t))
+
+    @_in_place
+    def clamp_max_(self, other: Any) -> None:
+        self.t.clamp_max_(_like(other, self.t))
+
+    @_in_place
+    def clamp_(self, min: Any = None, max: Any = None) -> None:
+        if min is not None:
+            self.t.clamp_min_(_like(min, self.t))
+        if max is not None:
+            self.t.clamp_max_(_like(max, self.t))
+
+    @_in_place
+    def copy_(self, other: Any) -> None:
+        self.t.copy_(_raw(other))
+
+    @_out
+    def clone(self) -> Tensor:
+        return self.t.clone()
+
+    @_out
+    def reciprocal(self) -> Tensor:
+        return self.t.reciprocal()
+
+    @_in_place
+    def reciprocal_(self) -> None:
+        self.t.reciprocal_()
+
+    @_out
+    def maximum(self, other: Any) -> Tensor:
+        return torch.maximum(self.t, _raw(other))
+
+    @_out
+    def gt(self, other: Any) -> Tensor:
+        return self.t > _like(other, self.t)
+
+    @_out
+    def lt(self, other: Any) -> Tensor:
+        return self.t < _like(other, self.t)
+
+    @_out
+    def eq(self, other: Any) -> Tensor:
+        return self.t == _like(other, self.t)
+
+    @_out
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        return torch.where(_raw(mask), _like(value, self.t), self.t)
+
+    @_in_place
+    def masked_fill_(self, mask: Any, value: Any) -> None:
+        self.t.copy_(torch.where(_raw(mask), _like(value, self.t), self.t))
+
+    def __neg__(self) -> FusedTensor:
+        return self.neg()
+
+
+class FusedState:
+    """``state`` inside the compiled step: the group's flat state buffers by key (read-only mapping)."""
+
+    def __init__(self, buffers: dict[str, Tensor]) -> None:
+        object.__setattr__(self, "_buffers", buffers)
+
+    def __getattr__(self, key: str) -> FusedTensor | None:
+        buffer = self._buffers.get(key)
+        return None if buffer is None else FusedTensor(buffer)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise RuntimeError(f"state.{key}: state cannot be created inside a fused step (the first step is eager)")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._buffers
+
+
+def fused_update(
+    update: Callable[..., None],
+    optimizer: Any,
+    param: Tensor,
+    grad: Tensor,
+    state: dict[str, Tensor],
+    scalars: dict[str, Any],
+    statics: dict[str, Any],
+    flags: dict[str, bool],
+) -> None:
+    """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles.
+
+    ``statics["compute_dtype"]`` is the engine's one compute-dtype rule (:meth:`Optimizer.compute_dtype`), the
+    same the eager paths use: e.g. bfloat16 parameters are updated in float32 and rounded once.
+    """
+    compute_dtype = getattr(torch, statics.pop("compute_dtype"))
+    work = param if param.dtype == compute_dtype else param.to(compute_dtype)
+    # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
+    g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
+    g = g * scalars.pop("grad_sign").to(compute_dtype)
+    update(optimizer, FusedTensor(work), FusedTensor(g), FusedState(state), FusedHyper(scalars, statics, flags))
+    if work is not param:
+        param.copy_(work)
+
+
+@functools.cache
+def compiled_update() -> Callable[..., None]:
+    """The compiled :func:`fused_update`, built on first use (one code object; graphs cached by torch)."""
+    return torch.compile(fused_update, fullgraph=True, dynamic=True)
