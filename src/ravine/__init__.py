@@ -1,7 +1,25 @@
 """ravine: PyTorch optimizers written once, run per tensor or multi-tensor, exact to their references."""
 
 from ravine import grads, schedules
-from ravine.algorithms import ADOPT, SGD, Adagrad, Adam, AdamW, Lion, RMSprop
+from ravine.algorithms import (
+    ADOPT,
+    ASGD,
+    LBFGS,
+    SGD,
+    Adadelta,
+    Adafactor,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Lion,
+    Muon,
+    NAdam,
+    RAdam,
+    RMSprop,
+    Rprop,
+    SparseAdam,
+)
 from ravine.engine import Optimizer, TensorList
 from ravine.ewa import EWA
 from ravine.factory import available_optimizers, create_optimizer
@@ -12,15 +30,25 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ADOPT",
+    "ASGD",
     "EWA",
+    "LBFGS",
     "SGD",
+    "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Lion",
     "Lookahead",
+    "Muon",
+    "NAdam",
     "Optimizer",
+    "RAdam",
     "RMSprop",
+    "Rprop",
+    "SparseAdam",
     "TensorList",
     "__version__",
     "available_optimizers",

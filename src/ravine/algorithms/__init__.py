@@ -1,10 +1,23 @@
 """What each algorithm computes: one short file each, readable as its paper's pseudo-code."""
 
+from ravine.algorithms.adadelta import Adadelta
+from ravine.algorithms.adafactor import Adafactor
 from ravine.algorithms.adagrad import Adagrad
 from ravine.algorithms.adam import Adam, AdamW
+from ravine.algorithms.adamax import Adamax
 from ravine.algorithms.adopt import ADOPT
+from ravine.algorithms.asgd import ASGD
+from ravine.algorithms.lbfgs import LBFGS
 from ravine.algorithms.lion import Lion
+from ravine.algorithms.muon import Muon
+from ravine.algorithms.nadam import NAdam
+from ravine.algorithms.radam import RAdam
 from ravine.algorithms.rmsprop import RMSprop
+from ravine.algorithms.rprop import Rprop
 from ravine.algorithms.sgd import SGD
+from ravine.algorithms.sparse_adam import SparseAdam
 
-__all__ = ["ADOPT", "SGD", "Adagrad", "Adam", "AdamW", "Lion", "RMSprop"]
+__all__ = [
+    "ADOPT", "ASGD", "LBFGS", "SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Lion",
+    "Muon", "NAdam", "RAdam", "RMSprop", "Rprop", "SparseAdam",
+]

@@ -71,8 +71,15 @@ class Optimizer(torch.optim.Optimizer):
 
     Class attributes a subclass may set:
 
-    * ``step_counter`` — keep torch's ``state["step"]`` (a 0-d float tensor on the CPU) and pass its value,
-      counted from 1, as ``hp.step``.
+    * ``kind`` — what the math needs (default ``"elementwise"``); the engine refuses paths it cannot run:
+      ``"tensorwise"`` updates see whole tensors (never fused), ``"sparse"`` ones run per tensor only, and a
+      ``"closure"`` algorithm (LBFGS) writes its own ``step``.
+    * ``batched_update`` — tensorwise math that treats leading dimensions as a batch (Muon): the multi-tensor
+      path stacks same-shape parameters and makes one ``update`` call per shape.
+    * ``step_counter`` — keep torch's ``state["step"]`` (a 0-d float tensor on the CPU, or on the parameter's
+      device with ``step_on_param_device``) and pass its value, counted from 1, as ``hp.step``.
+    * ``scalar_state`` — names of per-parameter 0-d state tensors (NAdam's ``mu_product``), advanced by
+      :meth:`step_scalars`; never flattened into fused buffers.
     * ``eager_state`` — create state at construction rather than at the first step (torch's Adagrad).
     * ``supports_sparse`` — accept sparse gradients (they always take the per-tensor path).
 
@@ -90,6 +97,7 @@ class Optimizer(torch.optim.Optimizer):
     eager_state: ClassVar[bool] = False
     supports_sparse: ClassVar[bool] = False
     scalar_state: ClassVar[tuple[str, ...]] = ()
+    step_on_param_device: ClassVar[bool] = False
     batched_update: ClassVar[bool] = False
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
@@ -209,7 +217,8 @@ class Optimizer(torch.optim.Optimizer):
     def _new_state(self, p: Tensor, hp: Hyper, group: dict[str, Any]) -> dict[str, Tensor]:
         state: dict[str, Tensor] = {}
         if self.step_counter:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            device = p.device if self.step_on_param_device else None
+            state["step"] = torch.zeros((), dtype=scalar_dtype(), device=device)
         dtype = self.compute_dtype(p, group)
         like = p if dtype == p.dtype else torch.empty_like(p, dtype=dtype)
         state.update(self.init_state(like, hp))

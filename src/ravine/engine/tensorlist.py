@@ -142,6 +142,12 @@ class TensorList:
             t.masked_fill_(_pick(mask, i), value)
         return self
 
+    def fill_(self, value: Any) -> TensorList:
+        """Multi-tensor ``Tensor.fill_`` (every tensor set to one number)."""
+        for t in self.tensors:
+            t.fill_(value)
+        return self
+
     def clone(self) -> TensorList:
         """Multi-tensor ``Tensor.clone``."""
         return TensorList([t.clone() for t in self.tensors])

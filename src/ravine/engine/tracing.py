@@ -284,6 +284,10 @@ class FusedTensor:
             self.t.clamp_max_(_like(max, self.t))
 
     @_in_place
+    def fill_(self, value: Any) -> None:
+        self.t.fill_(_like(value, self.t))
+
+    @_in_place
     def copy_(self, other: Any) -> None:
         self.t.copy_(_raw(other))
 

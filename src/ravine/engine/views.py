@@ -56,6 +56,11 @@ class StateView:
         return key in self._dicts[0]
 
 
+def value_of(x: Tensor | TensorList) -> float:
+    """The Python number in a 0-d state tensor, or in the first of a batch's (a batch shares its values)."""
+    return (x.tensors[0] if isinstance(x, TensorList) else x).item()
+
+
 def scalar(value: Any) -> Any:
     """A hyperparameter as the eager paths use it: 1-element tensors become Python numbers."""
     if isinstance(value, Tensor):
