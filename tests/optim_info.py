@@ -33,6 +33,7 @@ class OptimizerInfo:
     supports_sparse: bool = False
     paths: tuple[str, ...] = tuple(PATHS)
     decoupled_decay: bool = False  # weight decay acts on p directly (zero grads still move p)
+    lr_bounds_step: bool = True  # a tiny lr keeps every step tiny (not Rprop's: lr is only its first step size)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -114,6 +115,58 @@ OPTIMIZERS = [
         errors=[*_common_errors(), *_beta_errors(),
                 ErrorInput({"eps": -1e-3}, ValueError, r"Invalid epsilon value: -0.001"),
                 ErrorInput({"clip_lambda": "x"}, ValueError, r"Invalid clip_lambda: 'x'")],
+    ),
+]
+
+OPTIMIZERS += [
+    OptimizerInfo(
+        ravine.Adadelta,
+        configs=[{}, {"lr": 0.5, "weight_decay": 0.1}, {"rho": 0.5, "maximize": True}],
+        errors=[*_common_errors(),
+                ErrorInput({"rho": 1.5}, ValueError, r"Invalid rho value: 1.5"),
+                ErrorInput({"eps": -1.0}, ValueError, r"Invalid epsilon value: -1.0")],
+    ),
+    OptimizerInfo(
+        ravine.Adamax,
+        configs=[{}, {"lr": 1e-2, "weight_decay": 0.1}, {"maximize": True}],
+        errors=[*_common_errors(), *_beta_errors()],
+    ),
+    OptimizerInfo(
+        ravine.ASGD,
+        configs=[{}, {"lr": 1e-2, "weight_decay": 0.1, "t0": 3.0, "lambd": 1e-2}, {"maximize": True, "t0": 2.0}],
+        errors=_common_errors(),
+    ),
+    OptimizerInfo(
+        ravine.NAdam,
+        configs=[{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
+                 {"momentum_decay": 0.1, "maximize": True}],
+        errors=[*_common_errors(), *_beta_errors(),
+                ErrorInput({"momentum_decay": -0.1}, ValueError, r"Invalid momentum_decay value: -0.1")],
+    ),
+    OptimizerInfo(
+        ravine.RAdam,
+        configs=[{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True},
+                 {"betas": (0.8, 0.9), "maximize": True}],
+        errors=[*_common_errors(), *_beta_errors()],
+    ),
+    OptimizerInfo(
+        ravine.Rprop,
+        configs=[{}, {"etas": (0.3, 1.5)}, {"step_sizes": (1e-3, 0.05), "maximize": True}],
+        errors=[*_common_errors()[:1], *_common_errors()[2:],
+                ErrorInput({"etas": (1.5, 1.2)}, ValueError, r"Invalid eta values: 1.5, 1.2")],
+        lr_bounds_step=False,
+    ),
+    OptimizerInfo(
+        ravine.Adafactor,
+        configs=[{}, {"weight_decay": 0.1}, {"eps": (1e-20, 1e-2), "d": 2.0, "maximize": True}],
+        errors=[ErrorInput({"lr": -1.0}, ValueError, r"Learning rate should be >= 0 but is: -1.0"),
+                ErrorInput({"beta2_decay": 0.5}, ValueError, r"beta2_decay should be <= 0 but is: 0.5"),
+                ErrorInput({"d": 0.5}, ValueError, r"Clipping threshold d should be >= 1 but is: 0.5"),
+                ErrorInput({"weight_decay": -0.5}, ValueError, r"weight_decay should be >= 0 but is: -0.5"),
+                ErrorInput({"fused": True}, ValueError, r"Adafactor\(fused=True\) is not available")],
+        supports_complex=False,
+        paths=("per-tensor", "multi-tensor"),
+        decoupled_decay=True,
     ),
 ]
 

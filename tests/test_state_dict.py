@@ -17,6 +17,13 @@ TORCH_TWINS = [
     (ravine.RMSprop, torch.optim.RMSprop, {"centered": True, "momentum": 0.5}),
     (ravine.Adam, torch.optim.Adam, {"lr": 1e-2, "amsgrad": True}),
     (ravine.AdamW, torch.optim.AdamW, {"lr": 1e-2}),
+    (ravine.Adadelta, torch.optim.Adadelta, {"weight_decay": 0.1}),
+    (ravine.Adamax, torch.optim.Adamax, {"lr": 1e-2}),
+    (ravine.ASGD, torch.optim.ASGD, {"lambd": 1e-2, "t0": 3.0}),
+    (ravine.NAdam, torch.optim.NAdam, {"decoupled_weight_decay": True, "weight_decay": 0.1}),
+    (ravine.RAdam, torch.optim.RAdam, {"betas": (0.8, 0.9)}),
+    (ravine.Rprop, torch.optim.Rprop, {}),
+    (ravine.Adafactor, torch.optim.Adafactor, {"weight_decay": 0.1}),
 ]
 ALL = [
     (ravine.SGD, {"lr": 1e-2, "momentum": 0.9}),
@@ -26,6 +33,13 @@ ALL = [
     (ravine.AdamW, {}),
     (ravine.Lion, {"weight_decay": 0.1}),
     (ravine.ADOPT, {"decouple": True, "weight_decay": 0.1}),
+    (ravine.Adadelta, {}),
+    (ravine.Adamax, {}),
+    (ravine.ASGD, {"t0": 2.0}),
+    (ravine.NAdam, {}),
+    (ravine.RAdam, {}),
+    (ravine.Rprop, {}),
+    (ravine.Adafactor, {}),
 ]
 ALL_IDS = [cls.__name__ for cls, _ in ALL]
 
@@ -125,3 +139,16 @@ def test_state_dict_uses_torch_key_names():
     for optimizer, keys in expected.items():
         _train(optimizer, params, 1)
         assert set(optimizer.state_dict()["state"][0]) == keys, type(optimizer).__name__
+
+
+@pytest.mark.parametrize("direction", ["torch-to-ravine", "ravine-to-torch"])
+def test_muon_state_dict_loads_and_continues_identically(direction):
+    source_cls, target_cls = ((torch.optim.Muon, ravine.Muon) if direction == "torch-to-ravine"
+                              else (ravine.Muon, torch.optim.Muon))
+    params = make_params(shapes=[(6, 4), (4, 6)])
+    source = source_cls(params, lr=1e-2)
+    _train(source, params, 5)
+    continued = clone_params(params)
+    target = target_cls(continued, lr=1e-2)
+    target.load_state_dict(copy.deepcopy(source.state_dict()))
+    assert_same_run(source, params, target, continued, 10, exact=True, grads=lambda ps, s: set_grads(ps, s + 5))

@@ -12,7 +12,8 @@ from torch import nn
 import ravine
 from ravine import grads
 
-ALL = [ravine.SGD, ravine.Adagrad, ravine.RMSprop, ravine.Adam, ravine.AdamW, ravine.Lion, ravine.ADOPT]
+ALL = [ravine.SGD, ravine.Adagrad, ravine.RMSprop, ravine.Adam, ravine.AdamW, ravine.Lion, ravine.ADOPT,
+       ravine.Adadelta, ravine.Adamax, ravine.ASGD, ravine.NAdam, ravine.RAdam, ravine.Rprop, ravine.Adafactor]
 IDS = [c.__name__ for c in ALL]
 
 
