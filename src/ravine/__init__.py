@@ -25,6 +25,7 @@ from ravine.ewa import EWA
 from ravine.factory import available_optimizers, create_optimizer
 from ravine.groups import param_groups
 from ravine.lookahead import Lookahead
+from ravine.memory import state_bytes
 
 __version__ = "0.1.0"
 
@@ -56,4 +57,5 @@ __all__ = [
     "grads",
     "param_groups",
     "schedules",
+    "state_bytes",
 ]

@@ -47,10 +47,7 @@ def two_spirals(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer, n_params: int) -> float:
-    tensors = [v for s in optimizer.state.values() for k, v in s.items() if torch.is_tensor(v) and k != "step"]
-    if isinstance(optimizer, ravine.Lookahead):
-        tensors += list(optimizer.slow_params.values())
-    return sum(t.numel() * t.element_size() for t in tensors) / n_params
+    return ravine.state_bytes(optimizer) / n_params
 
 
 def train(name: str, steps: int = 300, seed: int = 0) -> DemoResult:

@@ -7,25 +7,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ravine.algorithms import ADOPT, SGD, Adagrad, Adam, AdamW, Lion, RMSprop
 from ravine.lookahead import Lookahead
+from ravine.registry import ALGORITHMS, canonical
 
 __all__ = ["available_optimizers", "create_optimizer"]
 
-_BASE: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": SGD,
-    "adagrad": Adagrad,
-    "rmsprop": RMSprop,
-    "adam": Adam,
-    "adamw": AdamW,
-    "lion": Lion,
-    "adopt": ADOPT,
-}
+# Lookahead wraps optimizers that step once per step() call; LBFGS runs a whole search through its closure.
+_WRAPPABLE = [name for name, cls in ALGORITHMS.items() if getattr(cls, "kind", "elementwise") != "closure"]
 
 
 def available_optimizers() -> list[str]:
     """Every name :func:`create_optimizer` accepts: the optimizers and their ``lookahead_`` wrapped forms."""
-    return [*_BASE, *(f"lookahead_{name}" for name in _BASE)]
+    return [*ALGORITHMS, *(f"lookahead_{name}" for name in _WRAPPABLE)]
 
 
 def create_optimizer(name: str, params_or_model: Any, **kwargs: Any) -> torch.optim.Optimizer:
@@ -36,11 +29,12 @@ def create_optimizer(name: str, params_or_model: Any, **kwargs: Any) -> torch.op
 
         ravine.create_optimizer("lookahead_adamw", model, lr=1e-3, k=5, alpha=0.5)
     """
-    key = name.lower().replace("-", "_")
+    key = canonical(name)
     params = params_or_model.parameters() if isinstance(params_or_model, nn.Module) else params_or_model
-    if key.startswith("lookahead_") and key.removeprefix("lookahead_") in _BASE:
+    inner = canonical(key.removeprefix("lookahead_"))
+    if key.startswith("lookahead_") and inner in _WRAPPABLE:
         lookahead_kwargs = {k: kwargs.pop(k) for k in ("k", "alpha") if k in kwargs}
-        return Lookahead(_BASE[key.removeprefix("lookahead_")](params, **kwargs), **lookahead_kwargs)
-    if key not in _BASE:
+        return Lookahead(ALGORITHMS[inner](params, **kwargs), **lookahead_kwargs)
+    if key not in ALGORITHMS:
         raise ValueError(f"Invalid optimizer name: {name!r} (choose one of: {', '.join(available_optimizers())})")
-    return _BASE[key](params, **kwargs)
+    return ALGORITHMS[key](params, **kwargs)

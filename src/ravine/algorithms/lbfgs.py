@@ -11,6 +11,7 @@ from torch import Tensor
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.validation import check_lr
 
+
 def _number(loss: Any) -> float:
     return loss.detach().item() if torch.is_tensor(loss) else float(loss)
 
@@ -53,7 +54,8 @@ def strong_wolfe(objective: Objective, x: list[Tensor], t: float, d: Tensor, f: 
     while ls_iter < max_ls:
         if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
             bracket, bracket_f = [t_prev, t], [f_prev, f_new]
-            bracket_g, bracket_gtd = [g_prev, g_new.clone(memory_format=torch.contiguous_format)], [gtd_prev, gtd_new]
+            bracket_g = [g_prev, g_new.clone(memory_format=torch.contiguous_format)]
+            bracket_gtd = [gtd_prev, gtd_new]
             break
         if abs(gtd_new) <= -c2 * gtd:
             bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
@@ -61,10 +63,12 @@ def strong_wolfe(objective: Objective, x: list[Tensor], t: float, d: Tensor, f: 
             break
         if gtd_new >= 0:
             bracket, bracket_f = [t_prev, t], [f_prev, f_new]
-            bracket_g, bracket_gtd = [g_prev, g_new.clone(memory_format=torch.contiguous_format)], [gtd_prev, gtd_new]
+            bracket_g = [g_prev, g_new.clone(memory_format=torch.contiguous_format)]
+            bracket_gtd = [gtd_prev, gtd_new]
             break
         # extrapolate between 1.01·t and 10·t
-        t_next = cubic_minimum(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(t + 0.01 * (t - t_prev), t * 10))
+        bounds = (t + 0.01 * (t - t_prev), t * 10)
+        t_next = cubic_minimum(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=bounds)
         t_prev, f_prev, g_prev, gtd_prev = t, f_new, g_new.clone(memory_format=torch.contiguous_format), gtd_new
         t = t_next
         f_new, g_new = objective(x, t, d)
@@ -84,7 +88,8 @@ def strong_wolfe(objective: Objective, x: list[Tensor], t: float, d: Tensor, f: 
         margin = 0.1 * (max(bracket) - min(bracket))
         if min(max(bracket) - t, t - min(bracket)) < margin:
             if insufficient_progress or t >= max(bracket) or t <= min(bracket):
-                t = max(bracket) - margin if abs(t - max(bracket)) < abs(t - min(bracket)) else min(bracket) + margin
+                near_top = abs(t - max(bracket)) < abs(t - min(bracket))
+                t = max(bracket) - margin if near_top else min(bracket) + margin
                 insufficient_progress = False
             else:
                 insufficient_progress = True
@@ -176,7 +181,8 @@ class LBFGS(Optimizer):
             real.add_(d[offset : offset + real.numel()].view_as(real), alpha=t)
             offset += real.numel()
 
-    def _evaluate_at(self, closure: Callable[[], Any], x: list[Tensor], t: float, d: Tensor) -> tuple[float, Tensor]:
+    def _evaluate_at(self, closure: Callable[[], Any], x: list[Tensor], t: float,
+                     d: Tensor) -> tuple[float, Tensor]:
         """Loss and flat gradient at x + t·d; the parameters are put back to x."""
         self._move(t, d)
         loss = _number(closure())

@@ -107,7 +107,8 @@ class Muon(Optimizer):
         defaults = dict(
             lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
             ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
-            foreach=foreach, maximize=maximize, fused=fused, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
+            foreach=foreach, maximize=maximize, fused=fused, skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

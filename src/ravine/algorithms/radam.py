@@ -52,7 +52,8 @@ class RAdam(Optimizer):
         check_non_negative("weight_decay", weight_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize, foreach=foreach, fused=fused, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
+            maximize=maximize, foreach=foreach, fused=fused, skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

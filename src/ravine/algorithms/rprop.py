@@ -44,7 +44,9 @@ class Rprop(Optimizer):
     ) -> None:
         check_lr(lr)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
-            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]} (etas must satisfy 0 < etaminus < 1 < etaplus)")
+            raise ValueError(
+                f"Invalid eta values: {etas[0]}, {etas[1]} (etas must satisfy 0 < etaminus < 1 < etaplus)"
+            )
         defaults = dict(
             lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize, foreach=foreach, fused=fused,
             skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,

@@ -14,7 +14,7 @@ from ravine.engine.views import Hyper, StateView
 
 
 class SparseAdam(Optimizer):
-    r"""Lazy Adam for sparse gradients (``nn.Embedding(sparse=True)``); drop-in for :class:`torch.optim.SparseAdam`.
+    r"""Lazy Adam for sparse gradients (``nn.Embedding(sparse=True)``); drop-in for torch.optim.SparseAdam.
 
     For the coordinates I the gradient stores (t the step, counted from 1)::
 

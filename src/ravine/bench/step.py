@@ -152,16 +152,6 @@ def copy_bandwidth(numel: int, device: str, repeats: int) -> float:
     return COPY_BYTES * numel / (ms * 1e-3) / 1e9
 
 
-def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    tensors = {}
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if torch.is_tensor(value) and key != "step" and value.numel() > 1:
-                tensors[(value.data_ptr(), value.numel())] = value.numel() * value.element_size()
-    extra = getattr(optimizer, "slow_params", {})
-    return sum(tensors.values()) + sum(t.numel() * t.element_size() for t in extra.values())
-
-
 def time_candidate(make: Callable[[list], torch.optim.Optimizer], scale: float, device: str, repeats: int,
                    warmup: int = BLOCK) -> tuple[float, float, int, int]:
     """(median ms per step, first-step seconds, state bytes, parameter count)."""
@@ -177,7 +167,7 @@ def time_candidate(make: Callable[[list], torch.optim.Optimizer], scale: float, 
         optimizer.step()
     ms = _median_ms(optimizer.step, device, repeats, block=BLOCK)
     numel = sum(p.numel() for p in params)
-    result = (ms, first, state_bytes(optimizer), numel)
+    result = (ms, first, ravine.state_bytes(optimizer), numel)
     del optimizer, params
     gc.collect()
     return result

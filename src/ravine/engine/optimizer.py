@@ -123,7 +123,7 @@ class Optimizer(torch.optim.Optimizer):
 
     @classmethod
     def supported_paths(cls) -> tuple[str, ...]:
-        """The paths this algorithm's math can run on: per-tensor, multi-tensor, fused (or its own closure loop)."""
+        """The paths this algorithm's math runs on: per-tensor, multi-tensor, fused (or its own closure loop)."""
         return PATHS_BY_KIND[cls.kind]
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -93,15 +93,6 @@ class Run:
         return record
 
 
-def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes held in the optimizer's state (every tensor of ``state_dict()['state']``, Lookahead's slow weights
-    included)."""
-    total = 0
-    for per_param in optimizer.state_dict()["state"].values():
-        total += sum(v.numel() * v.element_size() for v in per_param.values() if isinstance(v, torch.Tensor))
-    return total
-
-
 def train(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: torch.device | str = "cpu",
           on_step: Callable[[int], None] | None = None) -> Run:
     """Train ``task``'s model with ``arm`` for ``steps`` steps; stops early (and records where) on divergence.
@@ -134,7 +125,7 @@ def train(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: 
             run.evals.append((step + 1, *task.evaluate(model, "val", device)))
         if on_step is not None:
             on_step(step + 1)
-    run.state_bytes = state_bytes(optimizer)
+    run.state_bytes = ravine.state_bytes(optimizer)
     if run.diverged or not all(math.isfinite(v) for _, v, _ in run.evals):
         run.diverged_at = run.diverged_at if run.diverged else steps
         run.test_loss, run.test_accuracy = chance_loss(task), 1.0 / task.classes

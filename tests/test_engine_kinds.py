@@ -1,0 +1,120 @@
+"""What the engine promises every algorithm: its kind of math decides its paths, one compute-dtype rule on every
+path, the same operations on the multi-tensor and fused stand-ins, one registry and one state-memory count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import clone_params, make_params, set_grads
+
+import ravine
+from ravine.engine import PATHS_BY_KIND
+from ravine.engine.tensorlist import TensorList
+from ravine.engine.tracing import FusedTensor
+from ravine.registry import ALGORITHMS
+
+ELEMENTWISE = [cls for cls in ALGORITHMS.values() if cls.kind == "elementwise"]
+
+
+def _methods(cls) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_") or name == "__neg__"} - {"t", "tensors"}
+
+
+def test_the_multi_tensor_and_fused_stand_ins_offer_the_same_operations():
+    assert _methods(TensorList) == _methods(FusedTensor)
+
+
+def test_every_algorithm_declares_a_kind_and_its_paths():
+    kinds = {name: cls.kind for name, cls in ALGORITHMS.items()}
+    assert kinds["adafactor"] == kinds["muon"] == "tensorwise"
+    assert kinds["sparseadam"] == "sparse" and kinds["lbfgs"] == "closure"
+    assert all(kind in PATHS_BY_KIND for kind in kinds.values())
+    assert ravine.Adam.supported_paths() == ("per-tensor", "multi-tensor", "fused")
+
+
+def test_a_path_refused_for_a_later_param_group_too():
+    optimizer = ravine.Muon([torch.zeros(3, 3, requires_grad=True)])
+    with pytest.raises(ValueError, match=r"Muon\(fused=True\) is not available: .*tensorwise math"):
+        optimizer.add_param_group({"params": [torch.zeros(2, 2, requires_grad=True)], "fused": True})
+
+
+def test_tensorwise_math_on_the_default_path_of_an_accelerator_runs_per_tensor_or_stacked(monkeypatch):
+    from ravine.engine import eager
+
+    monkeypatch.setattr(eager, "foreach_devices", lambda: ["cpu"])  # as if CPU were CUDA: foreach by default
+    params = make_params(shapes=[(4, 3), (5,), (4, 3)])
+    reference = torch.optim.Adafactor(clone_params(params), foreach=False)
+    candidate = ravine.Adafactor(params)
+    ref_params = reference.param_groups[0]["params"]
+    for step in range(5):
+        set_grads(ref_params, step, skip_some=False)
+        set_grads(params, step, skip_some=False)
+        reference.step()
+        candidate.step()
+    assert all(torch.equal(a, b) for a, b in zip(ref_params, params, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("cls", [*ELEMENTWISE, ravine.Adafactor],
+                         ids=lambda c: c.__name__)
+def test_low_precision_parameters_compute_in_float32_on_every_eager_path(cls, dtype):
+    params = make_params(dtype, shapes=[(6, 4), (5,)])
+    per_tensor = cls(params, foreach=False)
+    multi = cls(clone_params(params), foreach=True)
+    multi_params = multi.param_groups[0]["params"]
+    for step in range(3):
+        set_grads(params, step, skip_some=False)
+        set_grads(multi_params, step, skip_some=False)
+        per_tensor.step()
+        multi.step()
+    floating = [v for s in per_tensor.state.values() for k, v in s.items()
+                if torch.is_tensor(v) and v.dim() > 0]
+    assert all(v.dtype == torch.float32 for v in floating)  # (momentum-free SGD keeps none)
+    for a, b in zip(params, multi_params, strict=True):
+        assert a.dtype == dtype
+        torch.testing.assert_close(b, a, rtol=0, atol=float(torch.finfo(dtype).eps) * 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+def test_the_fused_path_follows_the_same_compute_dtype_rule(dtype):
+    """Momentum-free SGD on low-precision parameters: fused used to compute in the parameter dtype."""
+    params = make_params(dtype, shapes=[(6, 4), (5,)])
+    fused_params = clone_params(params)
+    eager, fused = ravine.SGD(params, lr=1e-3, foreach=False), ravine.SGD(fused_params, lr=1e-3, fused=True)
+    for step in range(3):
+        for ps in (params, fused_params):
+            set_grads(ps, step, skip_some=False)
+        eager.step()
+        fused.step()
+        assert all(torch.equal(a, b) for a, b in zip(params, fused_params, strict=True))
+
+
+def test_the_factory_knows_every_algorithm_by_any_spelling():
+    model = torch.nn.Linear(3, 2)
+    for spelling, cls in [("AdaGrad", ravine.Adagrad), ("sparse-adam", ravine.SparseAdam), ("NAdam", ravine.NAdam),
+                          ("LBFGS", ravine.LBFGS), ("lookahead_RAdam", ravine.Lookahead)]:
+        assert type(ravine.create_optimizer(spelling, model)) is cls
+    assert set(ALGORITHMS) <= set(ravine.available_optimizers())
+    assert "lookahead_lbfgs" not in ravine.available_optimizers()
+    with pytest.raises(ValueError, match=r"Invalid optimizer name: 'adamm' \(choose one of: sgd, "):
+        ravine.create_optimizer("adamm", model)
+
+
+def test_state_bytes_counts_what_the_optimizer_holds_once():
+    params = make_params(shapes=[(10, 10), (10,)])
+    set_grads(params, 0, skip_some=False)
+    adamw = ravine.AdamW(params)
+    adamw.step()
+    assert ravine.state_bytes(adamw) == 2 * 110 * 4 + 2 * 4  # two moments, one float32 step per tensor
+    lion = ravine.Lion(clone_params(params))
+    set_grads(lion.param_groups[0]["params"], 0, skip_some=False)
+    lion.step()
+    assert ravine.state_bytes(lion) == 110 * 4
+    wrapped = ravine.Lookahead(ravine.SGD(clone_params(params), lr=0.1))
+    set_grads(wrapped.param_groups[0]["params"], 0, skip_some=False)
+    wrapped.step()
+    assert ravine.state_bytes(wrapped) == 110 * 4  # the slow weights
+    shared = torch.zeros(5)
+    lion.state[params[0]]["alias"] = shared
+    lion.state[params[1]]["alias"] = shared
+    assert ravine.state_bytes(lion) == 110 * 4 + 5 * 4
