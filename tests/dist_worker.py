@@ -33,9 +33,16 @@ BASE = {
     "Lion": (ravine.Lion, {"lr": 1e-3, "weight_decay": 0.1}),
     "ADOPT": (ravine.ADOPT, {"lr": 0.01}),
     "Lookahead": (None, {"lr": 0.01}),
+    "Adadelta": (ravine.Adadelta, {"lr": 0.5}),
+    "Adamax": (ravine.Adamax, {"lr": 0.01}),
+    "ASGD": (ravine.ASGD, {"lr": 0.05, "t0": 5.0}),
+    "NAdam": (ravine.NAdam, {"lr": 0.01, "decoupled_weight_decay": True, "weight_decay": 0.1}),
+    "RAdam": (ravine.RAdam, {"lr": 0.01}),
+    "Rprop": (ravine.Rprop, {"lr": 0.01}),
 }
 PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
-CONFIGS = {f"{name}-{path}": (name, path) for name in BASE for path in PATHS}
+CONFIGS = {f"{name}-{path}": (name, path) for name in BASE for path in PATHS
+           if name == "Lookahead" or path in BASE[name][0].supported_paths()}
 
 
 class LookaheadAdamW(ravine.Lookahead):

@@ -272,3 +272,21 @@ def test_lbfgs_refuses_paths_and_groups_it_cannot_run():
 def test_asking_for_a_path_the_math_cannot_run_on_is_a_clear_error(cls, flag, paths):
     with pytest.raises(ValueError, match=rf"{cls.__name__}\({flag}=True\) is not available: .* runs on {paths}"):
         cls([torch.zeros(3, 3, requires_grad=True)], **{flag: True})
+
+
+def test_adafactor_refuses_a_row_sharded_matrix_rather_than_factor_a_shard(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        matrix = torch.nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))
+        vector = torch.nn.Parameter(distribute_tensor(torch.randn(4), mesh, [Shard(0)]))
+        matrix.grad = distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)])
+        vector.grad = distribute_tensor(torch.randn(4), mesh, [Shard(0)])
+        ravine.Adafactor([vector]).step()  # a sharded vector is fine: its norms are reduced by DTensor
+        with pytest.raises(RuntimeError, match=r"Adafactor cannot factor a sharded parameter of shape \(4, 3\)"):
+            ravine.Adafactor([matrix]).step()
+    finally:
+        dist.destroy_process_group()

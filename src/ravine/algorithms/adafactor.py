@@ -25,7 +25,8 @@ class Adafactor(Optimizer):
     Paper: Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018, in
     torch's form (no first moment; ε₁ = None means the parameter dtype's machine epsilon). The update needs
     whole tensors (norms, row and column means), so it runs per tensor, also when ``foreach=True``;
-    ``fused=True`` is refused. State: ``step`` and either ``row_var`` and ``col_var`` (≥ 2-D parameters) or
+    ``fused=True`` is refused. Under FSDP2, matrices sharded by rows or columns are refused with an error
+    (vectors work). State: ``step`` and either ``row_var`` and ``col_var`` (≥ 2-D parameters) or
     ``variance``.
     """
 
@@ -73,6 +74,14 @@ class Adafactor(Optimizer):
             raise RuntimeError("Adafactor does not support complex parameters")
         if p.grad.is_sparse:
             raise RuntimeError("Adafactor does not support sparse gradients")
+        sharded = [pl for pl in getattr(p, "placements", ()) if type(pl).__name__ == "Shard"]
+        if sharded and p.dim() > 1:
+            raise RuntimeError(
+                f"Adafactor cannot factor a sharded parameter of shape {tuple(p.shape)} (placements "
+                f"{tuple(getattr(p, 'placements', ()))}): its row and column statistics need the whole matrix, "
+                "and updating them shard by shard would give a different result. Optimize matrices with "
+                "Adafactor outside FSDP sharding (DDP or ZeroRedundancyOptimizer work), or use another algorithm."
+            )
 
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:
         if p.dim() > 1:
@@ -92,9 +101,9 @@ class Adafactor(Optimizer):
             p.mul_(1 - hp.lr * hp.weight_decay)
         if grad.dim() > 1:
             # mean of g² along a dimension, as a norm: no g²-sized temporary
-            row_mean = grad.norm(dim=-1, keepdim=True).square_().div_(grad.size(-1))
+            row_mean = grad.norm(dim=-1, keepdim=True).square().div_(grad.size(-1))
             state.row_var.lerp_(row_mean, one_minus_beta2_t)
-            col_mean = grad.norm(dim=-2, keepdim=True).square_().div_(grad.size(-2))
+            col_mean = grad.norm(dim=-2, keepdim=True).square().div_(grad.size(-2))
             state.col_var.lerp_(col_mean, one_minus_beta2_t)
             var_estimate = state.row_var @ state.col_var
             var_estimate.div_(state.row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
