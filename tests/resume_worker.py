@@ -24,9 +24,17 @@ OPTIMIZERS = {
     "Lion": lambda p, **f: ravine.Lion(p, lr=1e-3, weight_decay=0.1, **f),
     "ADOPT": lambda p, **f: ravine.ADOPT(p, lr=0.01, **f),
     "Lookahead": lambda p, **f: ravine.Lookahead(ravine.AdamW(p, lr=0.01, **f), k=4),
+    "Adadelta": lambda p, **f: ravine.Adadelta(p, lr=0.5, weight_decay=0.01, **f),
+    "Adamax": lambda p, **f: ravine.Adamax(p, lr=0.01, **f),
+    "ASGD": lambda p, **f: ravine.ASGD(p, lr=0.05, t0=4.0, **f),
+    "NAdam": lambda p, **f: ravine.NAdam(p, lr=0.01, **f),
+    "RAdam": lambda p, **f: ravine.RAdam(p, lr=0.01, betas=(0.9, 0.9), **f),
+    "Rprop": lambda p, **f: ravine.Rprop(p, lr=0.01, **f),
+    "Adafactor": lambda p, **f: ravine.Adafactor(p, lr=0.01, **f),
 }
 PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
-CONFIGS = {f"{name}-{path}": (name, path) for name in OPTIMIZERS for path in PATHS}
+CONFIGS = {f"{name}-{path}": (name, path) for name in OPTIMIZERS for path in PATHS
+           if not (name == "Adafactor" and path == "fused")}  # tensorwise math: never fused
 
 
 def build(name: str, path: str):

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import ravine
 
-ALGORITHMS = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Lion", "ADOPT"]
+ALGORITHMS = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Lion", "ADOPT", "Adadelta", "Adamax", "ASGD", "NAdam",
+              "RAdam", "Rprop"]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64]
 
 unit = st.floats(0.0, 0.999)
@@ -48,9 +49,28 @@ def configs(draw, algorithm: str | None = None):
                   eps_root=draw(st.sampled_from([0.0, 1e-8])))
     elif name == "Lion":
         kw = dict(betas=(draw(unit), draw(unit)))
+    elif name == "Adadelta":
+        kw = dict(rho=draw(unit), eps=draw(st.floats(1e-8, 1e-3)))
+    elif name == "Adamax":
+        kw = dict(betas=(draw(unit), draw(unit)), eps=draw(st.floats(1e-8, 1e-3)))
+    elif name == "ASGD":
+        kw = dict(lambd=draw(st.sampled_from([0.0, 1e-4, 1e-2])), alpha=draw(st.floats(0.5, 1.0)),
+                  t0=draw(st.sampled_from([1.0, 2.0, 1e6])))
+    elif name == "NAdam":
+        kw = dict(betas=(draw(unit), draw(unit)), eps=draw(st.floats(1e-8, 1e-3)),
+                  momentum_decay=draw(st.sampled_from([0.0, 4e-3, 0.1])),
+                  decoupled_weight_decay=draw(st.booleans()))
+    elif name == "RAdam":
+        kw = dict(betas=(draw(unit), draw(unit)), eps=draw(st.floats(1e-8, 1e-3)),
+                  decoupled_weight_decay=draw(st.booleans()))
+    elif name == "Rprop":
+        wd = 0.0  # Rprop has no weight decay
+        kw = dict(etas=(draw(st.floats(0.1, 0.9)), draw(st.floats(1.1, 2.0))),
+                  step_sizes=(draw(st.sampled_from([1e-6, 1e-4])), draw(st.sampled_from([1.0, 50.0]))))
     else:
         kw = dict(betas=(draw(unit), draw(unit)), eps=draw(st.floats(1e-8, 1e-3)), decouple=draw(st.booleans()))
-    return name, dict(lr=lr, weight_decay=wd, maximize=maximize, **kw)
+    decay = {} if name == "Rprop" else {"weight_decay": wd}
+    return name, dict(lr=lr, maximize=maximize, **decay, **kw)
 
 
 shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
@@ -104,7 +124,8 @@ FUSED_FLAGS = {"SGD": {"momentum": 0.9}, "RMSprop": {"centered": True}, "Adam": 
 @given(name=st.sampled_from(ALGORITHMS), lr=st.floats(1e-5, 0.1), wd=st.floats(1e-4, 0.1),
        shape_list=st.lists(shapes, min_size=0, max_size=3), seed=st.integers(0, 2**16))
 def test_fused_agrees_with_the_per_tensor_path(name, lr, wd, shape_list, seed):
-    kwargs = dict(lr=lr, weight_decay=wd, **FUSED_FLAGS.get(name, {}))
+    decay = {} if name == "Rprop" else {"weight_decay": wd}  # Rprop has no weight decay
+    kwargs = dict(lr=lr, **decay, **FUSED_FLAGS.get(name, {}))
     a = _params([(8,), *shape_list], torch.float32, seed)
     b = [p.detach().clone().requires_grad_() for p in a]
     _run(name, kwargs, a, 3, seed, foreach=False)
