@@ -118,3 +118,11 @@ def test_state_bytes_counts_what_the_optimizer_holds_once():
     lion.state[params[0]]["alias"] = shared
     lion.state[params[1]]["alias"] = shared
     assert ravine.state_bytes(lion) == 110 * 4 + 5 * 4
+
+
+def test_commands_accept_any_spelling_of_a_name():
+    from ravine.registry import match_names
+
+    known = ["SGD", "AdaGrad", "Lookahead(Adam)"]
+    assert match_names(["adagrad", "sgd", "LOOKAHEAD(adam)", "adamm"], known) == (
+        ["AdaGrad", "SGD", "Lookahead(Adam)"], ["adamm"])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import ravine
 from ravine import demo, schedules
+from ravine.registry import match_names
 
 
 def _positive_int(text: str) -> int:
@@ -105,8 +106,8 @@ def run_schedule_plot(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in demo.OPTIMIZERS]
+    names, unknown = match_names([n.strip() for n in args.optimizers.split(",") if n.strip()],
+                                 list(demo.OPTIMIZERS))
     if unknown:
         print(f"ravine demo: unknown optimizer(s) {unknown}; choose from {list(demo.OPTIMIZERS)}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from ravine.algorithms import (
     SparseAdam,
 )
 
-__all__ = ["ALGORITHMS", "canonical", "resolve"]
+__all__ = ["ALGORITHMS", "canonical", "match_names", "resolve"]
 
 # name → class; the name is the class name lower-cased (torch.optim's spelling), aliases below.
 ALGORITHMS: dict[str, type[torch.optim.Optimizer]] = {
@@ -44,3 +44,10 @@ def canonical(name: str) -> str:
 def resolve(name: str) -> type[torch.optim.Optimizer] | None:
     """The class for ``name``, or None."""
     return ALGORITHMS.get(canonical(name))
+
+
+def match_names(names: list[str], known: list[str]) -> tuple[list[str], list[str]]:
+    """``names`` spelled as in ``known`` (any case, ``-``/``_`` alike), and those that match nothing."""
+    by_key = {canonical(k): k for k in known}
+    matched = [by_key[canonical(n)] for n in names if canonical(n) in by_key]
+    return matched, [n for n in names if canonical(n) not in by_key]

@@ -11,13 +11,13 @@ from pathlib import Path
 from ravine.progress import Progress
 from ravine.race.run import CONTESTANTS, package_tuned_path, race, tune_all, tuned_lrs
 from ravine.race.surfaces import SURFACES
+from ravine.registry import match_names
 
 
 def _choose(text: str | None, known: dict, what: str) -> list[str]:
     if text is None:
         return list(known)
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
+    names, unknown = match_names([n.strip() for n in text.split(",") if n.strip()], list(known))
     if unknown or not names:
         raise ValueError(f"Invalid {what}: {unknown or text!r} (choose from {', '.join(known)})")
     return names
