@@ -36,7 +36,16 @@ BYTES_PER_PARAM = {
     "Lion": 20,
     "ADOPT": 28,
     "Lookahead(AdamW)": 28,  # plus the sync's 16 bytes every k steps, added per candidate
+    "Adadelta": 28,
+    "Adamax": 28,
+    "NAdam": 28,
+    "RAdam": 28,
+    "ASGD": 20,
+    "Rprop": 28,
 }
+# torch.optim's classes for the algorithms it ships under the same name (no fused kernel for these six).
+TORCH_TOO = ("SGD-momentum", "Adagrad", "RMSprop", "Adam", "AdamW", "Adadelta", "Adamax", "NAdam", "RAdam",
+             "ASGD", "Rprop")
 COPY_BYTES = 12  # a.add_(b): read a and b, write a
 
 
@@ -60,6 +69,12 @@ def _torch_optim(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimi
         "RMSprop": lambda p: torch.optim.RMSprop(p, lr=1e-3, **flags),
         "Adam": lambda p: torch.optim.Adam(p, lr=1e-3, **flags),
         "AdamW": lambda p: torch.optim.AdamW(p, lr=1e-3, **flags),
+        "Adadelta": lambda p: torch.optim.Adadelta(p, **flags),
+        "Adamax": lambda p: torch.optim.Adamax(p, **flags),
+        "NAdam": lambda p: torch.optim.NAdam(p, **flags),
+        "RAdam": lambda p: torch.optim.RAdam(p, **flags),
+        "ASGD": lambda p: torch.optim.ASGD(p, **flags),
+        "Rprop": lambda p: torch.optim.Rprop(p, **flags),
     }[name]
 
 
@@ -73,6 +88,12 @@ def _ravine(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimizer]:
         "Lion": lambda p: ravine.Lion(p, lr=1e-4, **flags),
         "ADOPT": lambda p: ravine.ADOPT(p, lr=1e-3, **flags),
         "Lookahead(AdamW)": lambda p: ravine.Lookahead(ravine.AdamW(p, lr=1e-3, **flags), k=5),
+        "Adadelta": lambda p: ravine.Adadelta(p, **flags),
+        "Adamax": lambda p: ravine.Adamax(p, **flags),
+        "NAdam": lambda p: ravine.NAdam(p, **flags),
+        "RAdam": lambda p: ravine.RAdam(p, **flags),
+        "ASGD": lambda p: ravine.ASGD(p, **flags),
+        "Rprop": lambda p: ravine.Rprop(p, **flags),
     }[name]
 
 
@@ -81,7 +102,7 @@ def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.
     table: dict[str, dict[str, Callable[[list], torch.optim.Optimizer]]] = {}
     for name in BYTES_PER_PARAM:
         row = {"ravine fused": _ravine(name, fused=True), "ravine default": _ravine(name)}
-        if name in ("SGD-momentum", "Adagrad", "RMSprop", "Adam", "AdamW"):
+        if name in TORCH_TOO:
             row["torch for-loop"] = _torch_optim(name, foreach=False)
             row["torch foreach"] = _torch_optim(name, foreach=True)
             if name in ("SGD-momentum", "Adam", "AdamW") or (name == "Adagrad" and device == "cpu"):
