@@ -126,3 +126,24 @@ def test_commands_accept_any_spelling_of_a_name():
     known = ["SGD", "AdaGrad", "Lookahead(Adam)"]
     assert match_names(["adagrad", "sgd", "LOOKAHEAD(adam)", "adamm"], known) == (
         ["AdaGrad", "SGD", "Lookahead(Adam)"], ["adamm"])
+
+
+def test_a_subclass_that_states_only_its_own_hyperparameters_takes_the_engine_flags():
+    class SimpleSGD(ravine.Optimizer):
+        def __init__(self, params, lr=0.01):
+            super().__init__(params, dict(lr=lr))
+
+        def update(self, p, grad, state, hp):
+            p.add_(grad, alpha=-hp.lr)
+
+    p = torch.ones(3, requires_grad=True)
+    optimizer = SimpleSGD([p], lr=0.5, foreach=True, maximize=True, skip_nonfinite=True)
+    group = optimizer.param_groups[0]
+    assert (group["foreach"], group["maximize"], group["skip_nonfinite"]) == (True, True, True)
+    p.grad = torch.ones(3)
+    optimizer.step()
+    assert torch.equal(p.detach(), torch.full((3,), 1.5))  # maximize: uphill
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lrr'"):
+        SimpleSGD([p], lrr=0.1)
+    # torch's positional foreach still works where torch has it
+    assert ravine.Adagrad([p], 0.1, 0, 0, 0, 1e-10, True).param_groups[0]["foreach"] is True

@@ -36,20 +36,12 @@ class Adadelta(Optimizer):
         eps: float = 1e-6,
         weight_decay: float = 0,
         foreach: bool | None = None,
-        *,
-        maximize: bool = False,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         check_lr(lr)
         check_unit_interval("rho", rho)
         check_non_negative("eps", eps)
         check_non_negative("weight_decay", weight_decay)
-        defaults = dict(
-            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused,
-            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
-        )
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach)
         super().__init__(params, defaults)
 
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:

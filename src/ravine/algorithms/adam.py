@@ -40,13 +40,8 @@ class Adam(Optimizer):
         weight_decay: float = 0,
         amsgrad: bool = False,
         *,
-        maximize: bool = False,
         eps_root: float = 0.0,
         decoupled_weight_decay: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative("eps", eps)
@@ -54,9 +49,8 @@ class Adam(Optimizer):
         check_non_negative("weight_decay", weight_decay)
         check_non_negative("eps_root", eps_root)
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-            eps_root=eps_root, decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, fused=fused,
-            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,
+            decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
 
@@ -106,15 +100,7 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         *,
-        maximize: bool = False,
         eps_root: float = 0.0,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
     ) -> None:
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, eps_root=eps_root,
-            decoupled_weight_decay=True, foreach=foreach, fused=fused, skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
-        )
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, eps_root=eps_root,
+                         decoupled_weight_decay=True)

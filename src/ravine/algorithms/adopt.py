@@ -50,13 +50,7 @@ class ADOPT(Optimizer):
         clip_lambda: Callable[[float], float] | None = quarter_power,
         weight_decay: float = 0.0,
         decouple: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         check_lr(lr)
         check_non_negative("eps", eps)
         check_betas(betas)
@@ -64,11 +58,7 @@ class ADOPT(Optimizer):
         if clip_lambda is not None and not callable(clip_lambda):
             raise ValueError(f"Invalid clip_lambda: {clip_lambda!r} (clip_lambda must be callable or None)")
         self.clip_lambda = clip_lambda
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple, maximize=maximize,
-            foreach=foreach, fused=fused,
-            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
-        )
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decouple=decouple)
         super().__init__(params, defaults)
 
     def __getstate__(self) -> dict[str, Any]:

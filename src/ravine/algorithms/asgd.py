@@ -44,16 +44,11 @@ class ASGD(Optimizer):
         weight_decay: float = 0,
         foreach: bool | None = None,
         maximize: bool = False,
-        *,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         check_lr(lr)
         check_non_negative("weight_decay", weight_decay)
         defaults = dict(
             lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, foreach=foreach, maximize=maximize,
-            fused=fused, skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

@@ -32,20 +32,11 @@ class Lion(Optimizer):
         lr: float | Tensor = 1e-4,
         betas: tuple[float, float] = (0.9, 0.99),
         weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         check_lr(lr)
         check_betas(betas)
         check_non_negative("weight_decay", weight_decay)
-        defaults = dict(
-            lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused,
-            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
-        )
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
         super().__init__(params, defaults)
 
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:

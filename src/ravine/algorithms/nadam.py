@@ -40,13 +40,7 @@ class NAdam(Optimizer):
         weight_decay: float = 0,
         momentum_decay: float = 4e-3,
         decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         check_lr(lr)
         check_non_negative("eps", eps)
         check_betas(betas)
@@ -54,8 +48,7 @@ class NAdam(Optimizer):
         check_non_negative("momentum_decay", momentum_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach, fused=fused,
-            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
+            decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
 

@@ -39,21 +39,13 @@ class RAdam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0,
         decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         check_lr(lr)
         check_non_negative("eps", eps)
         check_betas(betas)
         check_non_negative("weight_decay", weight_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize, foreach=foreach, fused=fused, skip_nonfinite=skip_nonfinite,
-            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 

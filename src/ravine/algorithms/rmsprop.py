@@ -45,12 +45,7 @@ class RMSprop(Optimizer):
         momentum: float = 0,
         centered: bool = False,
         *,
-        maximize: bool = False,
         bias_correction: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
     ) -> None:
         check_lr(lr)
         check_non_negative("eps", eps)
@@ -59,8 +54,7 @@ class RMSprop(Optimizer):
         check_non_negative("alpha", alpha)
         defaults = dict(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-            maximize=maximize, bias_correction=bias_correction, foreach=foreach, fused=fused,
-            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
+            bias_correction=bias_correction,
         )
         super().__init__(params, defaults)
 

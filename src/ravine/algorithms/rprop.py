@@ -35,22 +35,13 @@ class Rprop(Optimizer):
         lr: float | Tensor = 1e-2,
         etas: tuple[float, float] = (0.5, 1.2),
         step_sizes: tuple[float, float] = (1e-6, 50),
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        fused: bool | None = None,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         check_lr(lr)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
             raise ValueError(
                 f"Invalid eta values: {etas[0]}, {etas[1]} (etas must satisfy 0 < etaminus < 1 < etaplus)"
             )
-        defaults = dict(
-            lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize, foreach=foreach, fused=fused,
-            skip_nonfinite=skip_nonfinite, state_dtype=state_dtype,
-        )
+        defaults = dict(lr=lr, etas=etas, step_sizes=step_sizes)
         super().__init__(params, defaults)
 
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:

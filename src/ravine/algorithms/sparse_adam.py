@@ -36,10 +36,7 @@ class SparseAdam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         maximize: bool = False,
-        *,
-        skip_nonfinite: bool = False,
-        state_dtype: torch.dtype | str | None = None,
-    ) -> None:
+) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if not 0.0 < lr:
@@ -47,8 +44,7 @@ class SparseAdam(Optimizer):
         if not 0.0 < eps:
             raise ValueError(f"Invalid epsilon value: {eps} (eps must be > 0)")
         check_betas(betas)
-        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize, skip_nonfinite=skip_nonfinite,
-                        state_dtype=state_dtype)
+        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
         super().__init__(params, defaults)
         at = [[i, j] for i, group in enumerate(self.param_groups) for j, p in enumerate(group["params"])]
         sparse = [index for index, p in zip(at, self._all_params(), strict=True) if p.is_sparse]

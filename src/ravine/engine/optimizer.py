@@ -18,6 +18,8 @@ per tensor or multi-tensor) or the fused runner (:mod:`ravine.engine.fused`). Ho
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal
@@ -34,9 +36,14 @@ from ravine.engine.views import Hyper, StateView
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 MathKind = Literal["elementwise", "tensorwise", "sparse", "closure"]
 
-__all__ = ["ENGINE_KEYS", "PATHS_BY_KIND", "MathKind", "Optimizer", "ParamsT", "scalar_dtype"]
+__all__ = ["ENGINE_FLAGS", "ENGINE_KEYS", "PATHS_BY_KIND", "MathKind", "Optimizer", "ParamsT", "scalar_dtype"]
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+# How the engine runs any algorithm, accepted by every optimizer's constructor (see Optimizer.__init_subclass__).
+ENGINE_FLAGS: dict[str, Any] = {
+    "maximize": False, "foreach": None, "fused": None, "skip_nonfinite": False, "state_dtype": None,
+}
 
 # What an algorithm's math needs, and the paths that can run such math correctly.
 PATHS_BY_KIND: dict[str, tuple[str, ...]] = {
@@ -100,12 +107,34 @@ class Optimizer(torch.optim.Optimizer):
     step_on_param_device: ClassVar[bool] = False
     batched_update: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give every subclass's constructor the engine flags, stated once here.
+
+        A subclass states only its own hyperparameters; ``maximize``, ``foreach``, ``fused``,
+        ``skip_nonfinite`` and ``state_dtype`` passed by keyword are taken by the engine before its
+        ``__init__`` runs — unless that ``__init__`` names the flag itself (torch's positional ``foreach`` in
+        Adagrad, say), in which case it passes it on in ``defaults`` as usual.
+        """
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        own = set(inspect.signature(init).parameters)
+
+        @functools.wraps(init)
+        def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
+            flags = self.__dict__.setdefault("_engine_flags", {})
+            for name in ENGINE_FLAGS:
+                if name in kwargs and name not in own:
+                    flags[name] = kwargs.pop(name)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         defaults = dict(defaults)
-        defaults.setdefault("maximize", False)
-        defaults.setdefault("foreach", None)
-        defaults.setdefault("fused", None)
-        defaults.setdefault("skip_nonfinite", False)
+        for name, value in {**ENGINE_FLAGS, **self.__dict__.pop("_engine_flags", {})}.items():
+            defaults.setdefault(name, value)
         defaults["state_dtype"] = check_state_dtype(defaults.get("state_dtype"))
         defaults.setdefault("skipped_steps", 0)
         check_fused_flags(defaults["foreach"], defaults["fused"])
