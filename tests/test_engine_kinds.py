@@ -17,7 +17,8 @@ ELEMENTWISE = [cls for cls in ALGORITHMS.values() if cls.kind == "elementwise"]
 
 
 def _methods(cls) -> set[str]:
-    return {name for name in dir(cls) if not name.startswith("_") or name == "__neg__"} - {"t", "tensors"}
+    public = {name for name in dir(cls) if not name.startswith("_") or name == "__neg__"}
+    return public - {"t", "tensors", "layout"}
 
 
 def test_the_multi_tensor_and_fused_stand_ins_offer_the_same_operations():
@@ -147,3 +148,44 @@ def test_a_subclass_that_states_only_its_own_hyperparameters_takes_the_engine_fl
         SimpleSGD([p], lrr=0.1)
     # torch's positional foreach still works where torch has it
     assert ravine.Adagrad([p], 0.1, 0, 0, 0, 1e-10, True).param_groups[0]["foreach"] is True
+
+
+class TrustRatioSGD(ravine.Optimizer):
+    """Elementwise math with whole-tensor reductions (a LARS/LAMB-style trust ratio), for the engine's tests."""
+
+    reductions = True
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, dict(lr=lr))
+
+    def update(self, p, grad, state, hp):
+        ratio = p.norm().div(grad.norm().add(1e-12))  # ‖p‖/‖g‖ per tensor
+        centred = grad.sub(grad.mean()).add(grad.sum().mul(1e-3))
+        p.add_(centred.mul(ratio).div(grad.abs().amax().add(1.0)), alpha=-hp.lr)
+
+
+@pytest.mark.parametrize("path", [{"foreach": True}, {"fused": True}], ids=["multi-tensor", "fused"])
+def test_whole_tensor_reductions_agree_on_every_path(path):
+    shapes = [(7, 5), (5,), (), (3, 4, 2), (1,)]  # a 0-d and a 1-element tensor are segments of their own
+    params = make_params(shapes=shapes)
+    other = clone_params(params)
+    reference, candidate = TrustRatioSGD(params, foreach=False), TrustRatioSGD(other, **path)
+    for step in range(5):
+        set_grads(params, step, skip_some=False)
+        set_grads(other, step, skip_some=False)
+        reference.step()
+        candidate.step()
+        for a, b in zip(params, other, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    if path.get("fused"):
+        assert candidate._fused.flat_groups  # it really ran on one flat buffer
+
+
+def test_a_reduction_in_a_fused_step_without_the_declaration_says_what_to_declare():
+    class Undeclared(TrustRatioSGD):
+        reductions = False
+
+    params = make_params(shapes=[(4,), (3,)])
+    set_grads(params, 0, skip_some=False)
+    with pytest.raises(Exception, match="declare `reductions = True`"):
+        Undeclared(params, fused=True).step()

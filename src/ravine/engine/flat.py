@@ -55,6 +55,16 @@ class FlatGroup:
             for p, start, end in zip(self.params, self.offsets, self.offsets[1:], strict=False)
         ]
 
+    def layout(self) -> tuple[Tensor, Tensor]:
+        """(segment id of every element, element count of every tensor), built on first use."""
+        if getattr(self, "_layout", None) is None:
+            device = self.param_buffer.device
+            numels = torch.tensor(self.numels, device=device)
+            dtype = torch.int32 if self.offsets[-1] < 2**31 else torch.int64
+            ids = torch.repeat_interleave(torch.arange(len(self.numels), device=device, dtype=dtype), numels)
+            self._layout = (ids, numels.to(torch.float64))
+        return self._layout
+
     def intact(self, states: list[dict[str, Any]]) -> bool:
         """Do the parameters and state still live in this group's buffers (no ``.to()``, no reload)?"""
         base = self.param_buffer.data_ptr()

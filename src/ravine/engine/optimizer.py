@@ -81,6 +81,9 @@ class Optimizer(torch.optim.Optimizer):
     * ``kind`` — what the math needs (default ``"elementwise"``); the engine refuses paths it cannot run:
       ``"tensorwise"`` updates see whole tensors (never fused), ``"sparse"`` ones run per tensor only, and a
       ``"closure"`` algorithm (LBFGS) writes its own ``step``.
+    * ``reductions`` — elementwise math that also uses whole-tensor reductions (``norm``, ``sum``, ``mean``,
+      ``amax`` of a tensor: LAMB-style trust ratios). Every path provides them: plain tensor methods per tensor,
+      one 0-d tensor per tensor on the multi-tensor path, segment reductions over the flat buffer when fused.
     * ``batched_update`` — tensorwise math that treats leading dimensions as a batch (Muon): the multi-tensor
       path stacks same-shape parameters and makes one ``update`` call per shape.
     * ``step_counter`` — keep torch's ``state["step"]`` (a 0-d float tensor on the CPU, or on the parameter's
@@ -106,6 +109,7 @@ class Optimizer(torch.optim.Optimizer):
     scalar_state: ClassVar[tuple[str, ...]] = ()
     step_on_param_device: ClassVar[bool] = False
     batched_update: ClassVar[bool] = False
+    reductions: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give every subclass's constructor the engine flags, stated once here.

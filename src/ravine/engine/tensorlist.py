@@ -148,6 +148,23 @@ class TensorList:
             t.fill_(value)
         return self
 
+    # Whole-tensor reductions: one 0-d tensor per tensor, which broadcasts in foreach arithmetic.
+    def norm(self) -> TensorList:
+        """Each tensor's L2 norm (``torch._foreach_norm``)."""
+        return TensorList(torch._foreach_norm(self.tensors))
+
+    def amax(self) -> TensorList:
+        """Each tensor's maximum (``torch._foreach_max``)."""
+        return TensorList(torch._foreach_max(self.tensors))
+
+    def sum(self) -> TensorList:
+        """Each tensor's sum."""
+        return TensorList([t.sum() for t in self.tensors])
+
+    def mean(self) -> TensorList:
+        """Each tensor's mean."""
+        return TensorList([t.mean() for t in self.tensors])
+
     def clone(self) -> TensorList:
         """Multi-tensor ``Tensor.clone``."""
         return TensorList([t.clone() for t in self.tensors])

@@ -147,7 +147,7 @@ class FusedHyper:
 def _out(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
     @functools.wraps(method)
     def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
-        return FusedTensor(method(self, *args, **kwargs))
+        return FusedTensor(method(self, *args, **kwargs), self.layout)
 
     return wrapper
 
@@ -162,12 +162,51 @@ def _in_place(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
 
 
 class FusedTensor:
-    """A flat buffer inside the compiled step, answering to the tensor methods the algorithms use."""
+    """A flat buffer inside the compiled step, answering to the tensor methods the algorithms use.
 
-    __slots__ = ("t",)
+    ``layout`` is ``(segment id of each element, element count of each tensor)`` for algorithms that declare
+    ``reductions``: a whole-tensor reduction (``norm``, ``sum``, ``mean``, ``amax``) is then a segment reduction
+    over the flat buffer (one scatter pass, no Python loop), broadcast back to every element of its tensor.
+    """
 
-    def __init__(self, t: Tensor) -> None:
-        self.t = t
+    __slots__ = ("layout", "t")
+
+    def __init__(self, t: Tensor, layout: tuple[Tensor, Tensor] | None = None) -> None:
+        self.t, self.layout = t, layout
+
+    def _segments(self) -> tuple[Tensor, Tensor]:
+        if self.layout is None:
+            raise RuntimeError("a whole-tensor reduction in a fused step needs the optimizer class to declare "
+                               "`reductions = True`")
+        return self.layout
+
+    def _per_tensor(self, values: Tensor) -> FusedTensor:
+        """One value per tensor, seen by each of its elements."""
+        ids, _ = self._segments()
+        return FusedTensor(values[ids], self.layout)
+
+    def _segment_sum(self, x: Tensor) -> Tensor:
+        ids, counts = self._segments()
+        return torch.zeros_like(counts, dtype=x.dtype).index_add_(0, ids, x)
+
+    def norm(self) -> FusedTensor:
+        """Each tensor's L2 norm (a segment reduction)."""
+        return self._per_tensor(self._segment_sum(self.t * self.t).sqrt())
+
+    def sum(self) -> FusedTensor:
+        """Each tensor's sum (a segment reduction)."""
+        return self._per_tensor(self._segment_sum(self.t))
+
+    def mean(self) -> FusedTensor:
+        """Each tensor's mean (a segment reduction)."""
+        _, counts = self._segments()
+        return self._per_tensor(self._segment_sum(self.t) / counts.to(self.t.dtype))
+
+    def amax(self) -> FusedTensor:
+        """Each tensor's maximum (a segment reduction)."""
+        ids, counts = self._segments()
+        lowest = torch.full_like(counts, float("-inf"), dtype=self.t.dtype)
+        return self._per_tensor(lowest.scatter_reduce_(0, ids, self.t, "amax", include_self=True))
 
     @_out
     def add(self, other: Any, alpha: Any = 1) -> Tensor:
@@ -334,12 +373,13 @@ class FusedTensor:
 class FusedState:
     """``state`` inside the compiled step: the group's flat state buffers by key (read-only mapping)."""
 
-    def __init__(self, buffers: dict[str, Tensor]) -> None:
+    def __init__(self, buffers: dict[str, Tensor], layout: tuple[Tensor, Tensor] | None = None) -> None:
         object.__setattr__(self, "_buffers", buffers)
+        object.__setattr__(self, "_layout", layout)
 
     def __getattr__(self, key: str) -> FusedTensor | None:
         buffer = self._buffers.get(key)
-        return None if buffer is None else FusedTensor(buffer)
+        return None if buffer is None else FusedTensor(buffer, self._layout)
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise RuntimeError(f"state.{key}: state cannot be created inside a fused step (the first step is eager)")
@@ -357,6 +397,7 @@ def fused_update(
     scalars: dict[str, Any],
     statics: dict[str, Any],
     flags: dict[str, bool],
+    layout: tuple[Tensor, Tensor] | None = None,
 ) -> None:
     """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles.
 
@@ -368,7 +409,8 @@ def fused_update(
     # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
     g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
     g = g * scalars.pop("grad_sign").to(compute_dtype)
-    update(optimizer, FusedTensor(work), FusedTensor(g), FusedState(state), FusedHyper(scalars, statics, flags))
+    update(optimizer, FusedTensor(work, layout), FusedTensor(g, layout), FusedState(state, layout),
+           FusedHyper(scalars, statics, flags))
     if work is not param:
         param.copy_(work)
 
