@@ -191,6 +191,7 @@ class LBFGS(Optimizer):
             p.copy_(saved)
         return loss, flat_grad
 
+    @torch.compiler.disable  # inside a compiled function the search runs eagerly, as the other optimizers' steps
     @torch.no_grad()
     def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` L-BFGS iterations; ``closure`` re-evaluates the model and returns the loss."""
