@@ -39,10 +39,10 @@ BASE = {
     "NAdam": (ravine.NAdam, {"lr": 0.01, "decoupled_weight_decay": True, "weight_decay": 0.1}),
     "RAdam": (ravine.RAdam, {"lr": 0.01}),
     "Rprop": (ravine.Rprop, {"lr": 0.01}),
+    "Muon": (ravine.Muon, {"lr": 0.02}),  # on the matrices-only model (make_model("Muon"))
 }
+REFUSES_SHARDS = {"Muon"}  # Newton–Schulz needs whole matrices: FSDP2 shards are refused, with an error
 PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
-CONFIGS = {f"{name}-{path}": (name, path) for name in BASE for path in PATHS
-           if name == "Lookahead" or path in BASE[name][0].supported_paths()}
 
 
 class LookaheadAdamW(ravine.Lookahead):
@@ -56,14 +56,21 @@ def optimizer_class(name: str):
     return LookaheadAdamW if name == "Lookahead" else BASE[name][0]
 
 
+CONFIGS = {f"{name}-{path}": (name, path) for name in BASE for path in PATHS
+           if name == "Lookahead" or path in optimizer_class(name).supported_paths()}
+
+
 def kwargs_for(name: str, path: str) -> dict:
     return {**BASE[name][1], **PATHS[path]}
 
 
-def make_model() -> torch.nn.Module:
+def make_model(name: str | None = None) -> torch.nn.Module:
+    """The test model; for Muon (2-D parameters only) without biases and LayerNorm weights."""
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.LayerNorm(16),
-                               torch.nn.Linear(16, 1))
+    vectors = name != "Muon"
+    return torch.nn.Sequential(torch.nn.Linear(8, 16, bias=vectors), torch.nn.GELU(),
+                               torch.nn.LayerNorm(16, elementwise_affine=vectors),
+                               torch.nn.Linear(16, 1, bias=vectors))
 
 
 def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +91,7 @@ def full_params(model) -> list[torch.Tensor]:
 
 
 def ddp(name, path, rows):
-    model = DistributedDataParallel(make_model())
+    model = DistributedDataParallel(make_model(name))
     optimizer = optimizer_class(name)(model.parameters(), **kwargs_for(name, path))
     for step in range(STEPS):
         train_step(model, optimizer, step, rows)
@@ -93,7 +100,7 @@ def ddp(name, path, rows):
 
 def zero(name, path, rows, folder: Path, key: str):
     def build():
-        model = DistributedDataParallel(make_model())
+        model = DistributedDataParallel(make_model(name))
         optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=optimizer_class(name),
                                             **kwargs_for(name, path))
         return model, optimizer
@@ -119,7 +126,7 @@ def zero(name, path, rows, folder: Path, key: str):
 
 
 def sharded(name, path):
-    model = make_model()
+    model = make_model(name)
     fully_shard(model[0])
     fully_shard(model[3])
     fully_shard(model)
@@ -153,6 +160,16 @@ def fsdp_dcp(name, path, rows, folder: Path, key: str):
     return full_params(fresh_model)
 
 
+def refusal(name: str, path: str) -> str:
+    """The error an algorithm that needs whole matrices raises on FSDP2 shards (it must not step them)."""
+    model, optimizer = sharded(name, path)
+    try:
+        train_step(model, optimizer, 0, slice(None))
+    except RuntimeError as error:
+        return str(error)
+    return ""
+
+
 def main(folder: Path, only: list[str]) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -163,13 +180,12 @@ def main(folder: Path, only: list[str]) -> None:
             if only and key not in only:
                 continue
             zero_full, zero_resumed = zero(name, path, rows, folder, key)
-            results = {
-                "ddp": ddp(name, path, rows),
-                "zero": zero_full,
-                "zero_resumed": zero_resumed,
-                "fsdp": fsdp(name, path, rows),
-                "dcp": fsdp_dcp(name, path, rows, folder, key),
-            }
+            results = {"ddp": ddp(name, path, rows), "zero": zero_full, "zero_resumed": zero_resumed}
+            if name in REFUSES_SHARDS:
+                results["fsdp_error"] = refusal(name, path)
+            else:
+                results["fsdp"] = fsdp(name, path, rows)
+                results["dcp"] = fsdp_dcp(name, path, rows, folder, key)
             if rank == 0:
                 torch.save(results, folder / f"{key}.pt")
             dist.barrier()

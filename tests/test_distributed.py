@@ -32,7 +32,7 @@ def results(tmp_path_factory):
 
 
 def single_process(name: str, path: str) -> list[torch.Tensor]:
-    model = dist_worker.make_model()
+    model = dist_worker.make_model(name)
     optimizer = dist_worker.optimizer_class(name)(model.parameters(), **dist_worker.kwargs_for(name, path))
     for step in range(dist_worker.STEPS):
         dist_worker.train_step(model, optimizer, step, slice(None))
@@ -44,12 +44,16 @@ def test_ddp_zero_fsdp2_and_dcp_match_a_single_process(results, key):
     name, path = dist_worker.CONFIGS[key]
     runs = torch.load(results / f"{key}.pt", weights_only=True)
     reference = single_process(name, path)
-    for scenario in ("ddp", "zero", "fsdp"):
+    if name in dist_worker.REFUSES_SHARDS:
+        assert "cannot orthogonalise a sharded matrix" in runs["fsdp_error"]
+    for scenario in ("ddp", "zero") if name in dist_worker.REFUSES_SHARDS else ("ddp", "zero", "fsdp"):
         for i, (a, b) in enumerate(zip(reference, runs[scenario], strict=True)):
             torch.testing.assert_close(b, a, **TOL, msg=lambda m, s=scenario, i=i: f"{key} {s} param {i}: {m}")
     # ZeRO's consolidated state dict, and a DCP checkpoint saved on 2 ranks, each loaded into a fresh model and
     # optimizer, continue exactly as the uninterrupted runs.
     for full, resumed in (("zero", "zero_resumed"), ("fsdp", "dcp")):
+        if full not in runs:
+            continue
         for a, b in zip(runs[full], runs[resumed], strict=True):
             assert torch.equal(a, b), f"{key}: {resumed} differs from the uninterrupted {full} run"
 
