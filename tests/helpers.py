@@ -90,6 +90,16 @@ def assert_same_run(
                     b.copy_(a)
 
 
+def run_against(ours: type, theirs: type, config: dict[str, Any], *, dtype: torch.dtype = torch.float32,
+                flags: dict[str, Any], steps: int = 200, **compare: Any) -> None:
+    """Build ``theirs`` and ``ours`` on the same parameters with the same flags and compare ``steps`` steps."""
+    ref_params = make_params(dtype)
+    cand_params = clone_params(ref_params)
+    reference = theirs(ref_params, **flags, **config)
+    candidate = ours(cand_params, **flags, **config)
+    assert_same_run(reference, ref_params, candidate, cand_params, steps, **compare)
+
+
 def _compare(a: Any, b: Any, where: str, exact: bool, rtol: float, atol: float) -> None:
     a = a.detach() if isinstance(a, Tensor) else torch.tensor(a)
     b = b.detach() if isinstance(b, Tensor) else torch.tensor(b)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_same_run, clone_params, flag_grid, make_params
+from helpers import assert_same_run, clone_params, flag_grid, make_params, run_against
 
 import ravine
 
@@ -57,20 +57,12 @@ PARAMS = [
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize(("ours", "theirs", "config"), PARAMS)
 def test_per_tensor_path_is_bit_identical_to_torch(ours, theirs, config, dtype):
-    ref_params = make_params(dtype)
-    cand_params = clone_params(ref_params)
-    reference = theirs(ref_params, foreach=False, **config)
-    candidate = ours(cand_params, foreach=False, **config)
-    assert_same_run(reference, ref_params, candidate, cand_params, STEPS, exact=True)
+    run_against(ours, theirs, config, dtype=dtype, flags={"foreach": False}, steps=STEPS, exact=True)
 
 
 @pytest.mark.parametrize(("ours", "theirs", "config"), PARAMS)
 def test_multi_tensor_path_matches_torch_foreach(ours, theirs, config):
-    ref_params = make_params(torch.float32)
-    cand_params = clone_params(ref_params)
-    reference = theirs(ref_params, foreach=True, **config)
-    candidate = ours(cand_params, foreach=True, **config)
-    assert_same_run(reference, ref_params, candidate, cand_params, STEPS, exact=False, rtol=1e-6, atol=1e-7)
+    run_against(ours, theirs, config, flags={"foreach": True}, steps=STEPS, exact=False, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("ours", [ravine.SGD, ravine.Adagrad, ravine.RMSprop, ravine.Adam, ravine.AdamW])

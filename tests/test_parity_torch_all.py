@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_same_run, clone_params, flag_grid, make_params, set_grads
+from helpers import assert_same_run, clone_params, flag_grid, make_params, run_against, set_grads
 
 import ravine
 
@@ -76,34 +76,23 @@ ELEMENTWISE = [c for c in CASES if c[0].kind == "elementwise"]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize(("ours", "theirs", "config"), PARAMS)
 def test_per_tensor_path_is_bit_identical_to_torch(ours, theirs, config, dtype):
-    ref_params = make_params(dtype)
-    cand_params = clone_params(ref_params)
-    reference = theirs(ref_params, foreach=False, **config)
-    candidate = ours(cand_params, foreach=False, **config)
-    assert_same_run(reference, ref_params, candidate, cand_params, STEPS, exact=True)
+    run_against(ours, theirs, config, dtype=dtype, flags={"foreach": False}, steps=STEPS, exact=True)
 
 
 @pytest.mark.parametrize(("ours", "theirs", "config"), PARAMS)
 def test_multi_tensor_path_matches_torch_foreach(ours, theirs, config):
-    ref_params = make_params(torch.float32)
-    cand_params = clone_params(ref_params)
-    reference = theirs(ref_params, foreach=True, **config)
-    candidate = ours(cand_params, foreach=True, **config)
     # torch's foreach kernels group some arithmetic differently (ASGD: p −= η·(g + λ_wd·p + λ·p)), so each step is
     # checked from the same start, as torch's own harness does, and rounding cannot accumulate over 200 steps
-    assert_same_run(reference, ref_params, candidate, cand_params, STEPS, exact=False, rtol=1e-6, atol=1e-6,
-                    realign=True)
+    run_against(ours, theirs, config, flags={"foreach": True}, steps=STEPS, exact=False, rtol=1e-6, atol=1e-6,
+                realign=True)
 
 
 @pytest.mark.parametrize(("ours", "theirs", "config"),
                          [pytest.param(o, t, cs[-1], id=o.__name__) for o, t, cs in ELEMENTWISE])
 def test_fused_path_matches_torch(ours, theirs, config):
-    ref_params = make_params(torch.float32)
-    cand_params = clone_params(ref_params)
-    reference = theirs(ref_params, foreach=False, **config)
-    candidate = ours(cand_params, fused=True, **config)
-    assert_same_run(reference, ref_params, candidate, cand_params, 50, exact=False, rtol=1e-6, atol=1e-6,
-                    realign=True)
+    # torch has no fused kernel for these: its per-tensor path is the reference, ravine's flag is fused
+    run_against(ours, lambda params, fused, **c: theirs(params, foreach=False, **c), config, flags={"fused": True},
+                steps=50, exact=False, rtol=1e-6, atol=1e-6, realign=True)
 
 
 @pytest.mark.parametrize("ours", [c[0] for c in CASES if c[0] is not ravine.Adafactor])

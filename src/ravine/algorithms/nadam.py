@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.algorithms.building_blocks import apply_weight_decay, update_moments
 from ravine.engine.optimizer import Optimizer, ParamsT, scalar_dtype
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_betas, check_lr, check_non_negative
@@ -69,13 +70,8 @@ class NAdam(Optimizer):
 
     def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
         beta1, beta2 = hp.betas
-        if hp.weight_decay != 0:
-            if hp.decoupled_weight_decay:
-                p.mul_(1 - hp.lr * hp.weight_decay)
-            else:
-                grad = grad.add(p, alpha=hp.weight_decay)
-        state.exp_avg.lerp_(grad, 1 - beta1)
-        state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        grad = apply_weight_decay(p, grad, hp, decoupled=hp.decoupled_weight_decay)
+        update_moments(grad, state, beta1, beta2)
         denom = state.exp_avg_sq.div(1 - beta2**hp.step).sqrt().add_(hp.eps)
         mu_product_next = hp.mu_product * hp.mu_next
         p.addcdiv_(grad, denom, value=-hp.lr * (1.0 - hp.mu) / (1.0 - hp.mu_product))

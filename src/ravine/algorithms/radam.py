@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.algorithms.building_blocks import apply_weight_decay, update_moments
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_betas, check_lr, check_non_negative
@@ -64,13 +65,8 @@ class RAdam(Optimizer):
 
     def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
         beta1, beta2 = hp.betas
-        if hp.weight_decay != 0:
-            if hp.decoupled_weight_decay:
-                p.mul_(1 - hp.lr * hp.weight_decay)
-            else:
-                grad = grad.add(p, alpha=hp.weight_decay)
-        state.exp_avg.lerp_(grad, 1 - beta1)
-        state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        grad = apply_weight_decay(p, grad, hp, decoupled=hp.decoupled_weight_decay)
+        update_moments(grad, state, beta1, beta2)
         step_ = state.exp_avg.div(1 - beta1**hp.step).mul_(hp.lr)
         if hp.rectified:
             adaptive = state.exp_avg_sq.sqrt().add_(hp.eps).reciprocal_().mul_((1 - beta2**hp.step) ** 0.5)
