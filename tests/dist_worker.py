@@ -40,8 +40,10 @@ BASE = {
     "RAdam": (ravine.RAdam, {"lr": 0.01}),
     "Rprop": (ravine.Rprop, {"lr": 0.01}),
     "Muon": (ravine.Muon, {"lr": 0.02}),  # on the matrices-only model (make_model("Muon"))
+    "Adafactor": (ravine.Adafactor, {"lr": 0.01}),
 }
-REFUSES_SHARDS = {"Muon"}  # Newton–Schulz needs whole matrices: FSDP2 shards are refused, with an error
+# Whole-matrix math (Newton–Schulz; row/column statistics): FSDP2-sharded matrices are refused, with an error
+REFUSES_SHARDS = {"Muon", "Adafactor"}
 PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
 
 

@@ -1,6 +1,6 @@
 """PyTorch's optimizer test contract, run generically over every ravine optimizer (see docs/contract.md).
 
-Numbers in the test docstrings refer to the checklist in shared/reference/torch-optim-contract.md, Part 1.
+Numbers in the test docstrings refer to the checklist in docs/contract.md (PyTorch's own optimizer tests).
 """
 
 from __future__ import annotations
