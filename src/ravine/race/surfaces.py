@@ -1,8 +1,8 @@
 """2-D loss surfaces for the optimizer race, each with its formula, domain, start point and exact minima.
 
 Formulas and minima follow the Virtual Library of Simulation Experiments (Surjanovic & Bingham,
-sfu.ca/~ssurjano) and the papers each surface's docstring names; every stated minimum is checked numerically by
-the tests.
+sfu.ca/~ssurjano; Goldstein–Price in Picheny et al.'s log-standardised form); every stated minimum is checked
+numerically by the tests.
 """
 
 from __future__ import annotations
