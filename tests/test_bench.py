@@ -16,11 +16,11 @@ def test_transformer_parameter_set_matches_the_issue():
 
 def test_bench_step_writes_table_json_and_chart(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "step", "--scale", "0.02", "--repeats", "1", "--algorithms", "Lion,SGD-momentum",
+    assert main(["bench", "step", "--scale", "0.02", "--repeats", "1", "--algorithms", "Lion,Momentum",
                  "-o", str(out)]) == 0
     result = json.loads((out / "step.json").read_text())
     implementations = {(r["algorithm"], r["implementation"]) for r in result["rows"]}
-    assert {("Lion", "ravine fused"), ("Lion", "lion-pytorch"), ("SGD-momentum", "torch fused")} <= implementations
+    assert {("Lion", "ravine fused"), ("Lion", "lion-pytorch"), ("Momentum", "torch fused")} <= implementations
     assert all(r["ms"] > 0 and r["gb_per_s"] > 0 for r in result["rows"])
     assert {r["state_bytes_per_param"] for r in result["rows"] if r["algorithm"] == "Lion"} == {4.0}
     assert (out / "step.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -10,19 +11,12 @@ from dataclasses import dataclass
 import torch
 
 import ravine
+from ravine.registry import VARIANTS
 
+# Every variant the registry names, at its illustrative (untuned) demo learning rate.
 OPTIMIZERS: dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]] = {
-    "SGD": lambda p: ravine.SGD(p, lr=0.1),
-    "Momentum": lambda p: ravine.SGD(p, lr=0.1, momentum=0.9),
-    "Nesterov": lambda p: ravine.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
-    "AdaGrad": lambda p: ravine.Adagrad(p, lr=0.05),
-    "RMSprop": lambda p: ravine.RMSprop(p, lr=3e-3),
-    "Adam": lambda p: ravine.Adam(p, lr=1e-2),
-    "AMSGrad": lambda p: ravine.Adam(p, lr=1e-2, amsgrad=True),
-    "AdamW": lambda p: ravine.AdamW(p, lr=1e-2, weight_decay=1e-2),
-    "Lion": lambda p: ravine.Lion(p, lr=1e-3, weight_decay=1e-2),
-    "ADOPT": lambda p: ravine.ADOPT(p, lr=1e-2),
-    "Lookahead(Adam)": lambda p: ravine.Lookahead(ravine.Adam(p, lr=1e-2)),
+    name: functools.partial(lambda params, v: v.build(params, v.demo_lr), v=variant)
+    for name, variant in VARIANTS.items() if variant.in_demo
 }
 
 
@@ -84,6 +78,6 @@ def format_table(results: list[DemoResult]) -> str:
     for r in results:
         lines.append(
             f"| {r.name} | {r.first_loss:.4f} | {r.final_loss:.4f} | {r.accuracy:.1%} | {r.seconds:.2f} "
-            f"| {r.state_bytes_per_param:.0f} |"
+            f"| {r.state_bytes_per_param:.1f} |"
         )
     return "\n".join(lines)

@@ -23,12 +23,13 @@ from typing import Any
 
 import torch
 
-import ravine
+from ravine.memory import state_bytes
+from ravine.registry import ALGORITHMS, VARIANTS, match_names
 
 # Bytes each algorithm must read and write per float32 parameter: param, grad and state, read once;
-# param and state written once.
+# param and state written once. Keys are the registry's variant names.
 BYTES_PER_PARAM = {
-    "SGD-momentum": 20,
+    "Momentum": 20,
     "Adagrad": 20,
     "RMSprop": 20,
     "Adam": 28,
@@ -43,9 +44,6 @@ BYTES_PER_PARAM = {
     "ASGD": 20,
     "Rprop": 28,
 }
-# torch.optim's classes for the algorithms it ships under the same name (no fused kernel for these six).
-TORCH_TOO = ("SGD-momentum", "Adagrad", "RMSprop", "Adam", "AdamW", "Adadelta", "Adamax", "NAdam", "RAdam",
-             "ASGD", "Rprop")
 COPY_BYTES = 12  # a.add_(b): read a and b, write a
 
 
@@ -62,39 +60,20 @@ def transformer_params(scale: float = 1.0, device: str = "cpu", dtype: torch.dty
     return [torch.randn(s, generator=g).to(device=device, dtype=dtype).requires_grad_() for s in shapes]
 
 
+def _torch_class(name: str) -> type[torch.optim.Optimizer] | None:
+    """torch.optim's class for a variant, when torch ships the algorithm (and the variant is not wrapped)."""
+    variant = VARIANTS[name]
+    return None if variant.lookahead else getattr(torch.optim, ALGORITHMS[variant.algorithm].__name__, None)
+
+
 def _torch_optim(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimizer]:
-    return {
-        "SGD-momentum": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, **flags),
-        "Adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-3, **flags),
-        "RMSprop": lambda p: torch.optim.RMSprop(p, lr=1e-3, **flags),
-        "Adam": lambda p: torch.optim.Adam(p, lr=1e-3, **flags),
-        "AdamW": lambda p: torch.optim.AdamW(p, lr=1e-3, **flags),
-        "Adadelta": lambda p: torch.optim.Adadelta(p, **flags),
-        "Adamax": lambda p: torch.optim.Adamax(p, **flags),
-        "NAdam": lambda p: torch.optim.NAdam(p, **flags),
-        "RAdam": lambda p: torch.optim.RAdam(p, **flags),
-        "ASGD": lambda p: torch.optim.ASGD(p, **flags),
-        "Rprop": lambda p: torch.optim.Rprop(p, **flags),
-    }[name]
+    variant, cls = VARIANTS[name], _torch_class(name)
+    return lambda p: cls(p, lr=variant.default_lr, **variant.options, **flags)
 
 
 def _ravine(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimizer]:
-    return {
-        "SGD-momentum": lambda p: ravine.SGD(p, lr=1e-3, momentum=0.9, **flags),
-        "Adagrad": lambda p: ravine.Adagrad(p, lr=1e-3, **flags),
-        "RMSprop": lambda p: ravine.RMSprop(p, lr=1e-3, **flags),
-        "Adam": lambda p: ravine.Adam(p, lr=1e-3, **flags),
-        "AdamW": lambda p: ravine.AdamW(p, lr=1e-3, **flags),
-        "Lion": lambda p: ravine.Lion(p, lr=1e-4, **flags),
-        "ADOPT": lambda p: ravine.ADOPT(p, lr=1e-3, **flags),
-        "Lookahead(AdamW)": lambda p: ravine.Lookahead(ravine.AdamW(p, lr=1e-3, **flags), k=5),
-        "Adadelta": lambda p: ravine.Adadelta(p, **flags),
-        "Adamax": lambda p: ravine.Adamax(p, **flags),
-        "NAdam": lambda p: ravine.NAdam(p, **flags),
-        "RAdam": lambda p: ravine.RAdam(p, **flags),
-        "ASGD": lambda p: ravine.ASGD(p, **flags),
-        "Rprop": lambda p: ravine.Rprop(p, **flags),
-    }[name]
+    variant = VARIANTS[name]
+    return lambda p: variant.build(p, variant.default_lr, **flags)
 
 
 def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.Optimizer]]]:
@@ -102,10 +81,10 @@ def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.
     table: dict[str, dict[str, Callable[[list], torch.optim.Optimizer]]] = {}
     for name in BYTES_PER_PARAM:
         row = {"ravine fused": _ravine(name, fused=True), "ravine default": _ravine(name)}
-        if name in TORCH_TOO:
+        if _torch_class(name) is not None:
             row["torch for-loop"] = _torch_optim(name, foreach=False)
             row["torch foreach"] = _torch_optim(name, foreach=True)
-            if name in ("SGD-momentum", "Adam", "AdamW") or (name == "Adagrad" and device == "cpu"):
+            if name in ("Momentum", "Adam", "AdamW") or (name == "Adagrad" and device == "cpu"):
                 row["torch fused"] = _torch_optim(name, fused=True)
         table[name] = row
     try:
@@ -188,7 +167,7 @@ def time_candidate(make: Callable[[list], torch.optim.Optimizer], scale: float, 
         optimizer.step()
     ms = _median_ms(optimizer.step, device, repeats, block=BLOCK)
     numel = sum(p.numel() for p in params)
-    result = (ms, first, ravine.state_bytes(optimizer), numel)
+    result = (ms, first, state_bytes(optimizer), numel)
     del optimizer, params
     gc.collect()
     return result
@@ -198,9 +177,8 @@ def run(scale: float = 1.0, device: str = "cpu", repeats: int = 20, algorithms: 
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict[str, Any]:
     numel = sum(p.numel() for p in transformer_params(scale, "meta"))
     table = candidates(device)
-    names = algorithms or list(table)
-    unknown = [n for n in names if n not in table]
-    if unknown:
+    names, unknown = match_names(algorithms, list(table)) if algorithms else (list(table), [])
+    if unknown or not names:
         raise ValueError(f"Invalid algorithms: {unknown} (choose from {list(table)})")
     total = sum(len(table[n]) for n in names)
     copy = copy_bandwidth(numel, device, repeats)

@@ -19,21 +19,11 @@ from typing import Any
 
 import torch
 
-import ravine
 from ravine.race.surfaces import SURFACES, Surface
+from ravine.registry import VARIANTS
 
 CONTESTANTS: dict[str, tuple[Callable[..., torch.optim.Optimizer], float]] = {
-    "SGD": (lambda p, lr: ravine.SGD(p, lr=lr), 1e-3),
-    "Momentum": (lambda p, lr: ravine.SGD(p, lr=lr, momentum=0.9), 1e-3),
-    "Nesterov": (lambda p, lr: ravine.SGD(p, lr=lr, momentum=0.9, nesterov=True), 1e-3),
-    "AdaGrad": (lambda p, lr: ravine.Adagrad(p, lr=lr), 1e-2),
-    "RMSprop": (lambda p, lr: ravine.RMSprop(p, lr=lr), 1e-2),
-    "Adam": (lambda p, lr: ravine.Adam(p, lr=lr), 1e-3),
-    "AMSGrad": (lambda p, lr: ravine.Adam(p, lr=lr, amsgrad=True), 1e-3),
-    "AdamW": (lambda p, lr: ravine.AdamW(p, lr=lr), 1e-3),
-    "Lion": (lambda p, lr: ravine.Lion(p, lr=lr), 1e-4),
-    "ADOPT": (lambda p, lr: ravine.ADOPT(p, lr=lr), 1e-3),
-    "Lookahead(Adam)": (lambda p, lr: ravine.Lookahead(ravine.Adam(p, lr=lr)), 1e-3),
+    name: (variant.build, variant.default_lr) for name, variant in VARIANTS.items() if variant.in_race
 }
 """Contestant name -> (factory(params, lr), the optimizer's default lr)."""
 
