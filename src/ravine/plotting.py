@@ -40,7 +40,7 @@ def _surface_axes(plt: Any, surface: Any, figsize: tuple[float, float], resoluti
     fig, ax = plt.subplots(figsize=figsize)
     ax.contourf(xs.numpy(), ys.numpy(), z.numpy(), levels=levels, cmap="Greys_r", alpha=0.85)
     for mx, my in surface.minima:
-        ax.plot(mx, my, "*", color="gold", markeredgecolor="black", markersize=14)
+        ax.plot(mx, my, "*", color="gold", markeredgecolor="black", markersize=14, zorder=5)  # above the paths
     ax.set_xlim(*surface.x_range)
     ax.set_ylim(*surface.y_range)
     return fig, ax, (xs, ys, z)
