@@ -77,17 +77,27 @@ def test_low_precision_parameters_compute_in_float32_on_every_eager_path(cls, dt
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
-def test_the_fused_path_follows_the_same_compute_dtype_rule(dtype):
-    """Momentum-free SGD on low-precision parameters: fused used to compute in the parameter dtype."""
+# SGD at lr 0.3: there float32 and bf16/f16 arithmetic round 27/15 of these 29 elements differently in 3 steps
+@pytest.mark.parametrize(("cls", "config"), [(ravine.SGD, {"lr": 0.3}), (ravine.Adam, {"lr": 1e-2}),
+                                             (ravine.NAdam, {"lr": 1e-2})], ids=["SGD", "Adam", "NAdam"])
+def test_the_fused_path_follows_the_same_compute_dtype_rule(cls, config, dtype):
+    """Low-precision parameters, float32 state and arithmetic on the fused path too (momentum-free SGD used to
+    compute in the parameter's dtype there); the results round to the same parameters as the eager path's."""
     params = make_params(dtype, shapes=[(6, 4), (5,)])
     fused_params = clone_params(params)
-    eager, fused = ravine.SGD(params, lr=1e-3, foreach=False), ravine.SGD(fused_params, lr=1e-3, fused=True)
+    eager, fused = cls(params, foreach=False, **config), cls(fused_params, fused=True, **config)
     for step in range(3):
         for ps in (params, fused_params):
             set_grads(ps, step, skip_some=False)
         eager.step()
         fused.step()
-        assert all(torch.equal(a, b) for a, b in zip(params, fused_params, strict=True))
+        for a, b in zip(params, fused_params, strict=True):
+            if cls is ravine.SGD:  # one multiply-add in float32, rounded once: identical
+                assert torch.equal(a, b)
+            else:  # float32 on both paths; fused kernels may contract a multiply-add: one ulp at most
+                torch.testing.assert_close(b, a, rtol=float(torch.finfo(dtype).eps), atol=0)
+    states = [v for s in fused.state.values() for k, v in s.items() if torch.is_tensor(v) and v.dim() > 0]
+    assert all(v.dtype == torch.float32 for v in states)
 
 
 def test_the_factory_knows_every_algorithm_by_any_spelling():

@@ -152,3 +152,51 @@ def test_muon_state_dict_loads_and_continues_identically(direction):
     target = target_cls(continued, lr=1e-2)
     target.load_state_dict(copy.deepcopy(source.state_dict()))
     assert_same_run(source, params, target, continued, 10, exact=True, grads=lambda ps, s: set_grads(ps, s + 5))
+
+
+@pytest.mark.parametrize("direction", ["torch-to-ravine", "ravine-to-torch"])
+def test_sparse_adam_state_dict_loads_and_continues_identically(direction):
+    pairs = (torch.optim.SparseAdam, ravine.SparseAdam)
+    source_cls, target_cls = pairs if direction == "torch-to-ravine" else pairs[::-1]
+
+    def sparse_grads(params, step):
+        rows = torch.tensor([[step % 6, 5]])
+        for p in params:
+            p.grad = torch.sparse_coo_tensor(rows, p.detach()[rows[0]] * 0.5 + 0.1, p.shape)
+
+    params = make_params(shapes=[(6, 3)])
+    source = source_cls(params, lr=0.05)
+    for step in range(4):
+        sparse_grads(params, step)
+        source.step()
+    continued = clone_params(params)
+    target = target_cls(continued, lr=0.05)
+    target.load_state_dict(copy.deepcopy(source.state_dict()))
+    assert_same_run(source, params, target, continued, 6, exact=True, grads=lambda ps, s: sparse_grads(ps, s + 4))
+
+
+@pytest.mark.parametrize("direction", ["torch-to-ravine", "ravine-to-torch"])
+def test_lbfgs_state_dict_loads_and_continues_identically(direction):
+    pairs = (torch.optim.LBFGS, ravine.LBFGS)
+    source_cls, target_cls = pairs if direction == "torch-to-ravine" else pairs[::-1]
+
+    def run(optimizer, w, steps):
+        def closure():
+            optimizer.zero_grad()
+            loss = ((w - 1.0) ** 4).sum() + (w**2).sum()
+            loss.backward()
+            return loss
+
+        for _ in range(steps):
+            optimizer.step(closure)
+
+    w = torch.tensor([3.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    source = source_cls([w], lr=0.5, max_iter=3, history_size=4, line_search_fn="strong_wolfe")
+    run(source, w, 2)
+    w2 = w.detach().clone().requires_grad_()
+    target = target_cls([w2], lr=0.5, max_iter=3, history_size=4, line_search_fn="strong_wolfe")
+    target.load_state_dict(copy.deepcopy(source.state_dict()))
+    run(source, w, 3)
+    run(target, w2, 3)
+    assert torch.equal(w, w2)
+    assert source.state[w]["n_iter"] == target.state[w2]["n_iter"]
