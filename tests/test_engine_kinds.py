@@ -199,3 +199,18 @@ def test_a_reduction_in_a_fused_step_without_the_declaration_says_what_to_declar
     set_grads(params, 0, skip_some=False)
     with pytest.raises(Exception, match="declare `reductions = True`"):
         Undeclared(params, fused=True).step()
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=["0-d", "(1,)", "(1, 1)"])
+def test_a_tensor_lr_of_any_one_element_shape_works_on_the_fused_path(shape):
+    params = make_params(shapes=[(5,), (2, 3)])
+    other = clone_params(params)
+    fused = ravine.Adam(params, lr=torch.full(shape, 1e-2), fused=True)
+    eager = ravine.Adam(other, lr=1e-2, foreach=False)
+    for step in range(3):
+        set_grads(params, step, skip_some=False)
+        set_grads(other, step, skip_some=False)
+        fused.step()
+        eager.step()
+    for a, b in zip(params, other, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
