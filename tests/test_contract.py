@@ -258,7 +258,8 @@ def test_step_body_runs_without_grad_and_is_wrapped_once(info):
 # ---- D. state_dict ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("info", "config"), CONFIGS)
 def test_state_dicts_from_before_newer_flags_still_load(info, config):
-    """Item 31: drop every flag added after the first release from the saved groups, load, step."""
+    """Item 31: drop every flag added after the first release from the saved groups, load, step; the loaded
+    groups stay as saved and read the missing options through the defaults."""
     params = make_params()
     optimizer = info.cls(params, **config)
     set_grads(params, 0, skip_some=False)
@@ -270,11 +271,13 @@ def test_state_dicts_from_before_newer_flags_still_load(info, config):
         for key in newer:
             group.pop(key, None)
     fresh = info.cls(clone_params(params), **config)
-    fresh.load_state_dict(sd)
+    fresh.load_state_dict(copy.deepcopy(sd))
+    assert set(fresh.param_groups[0]) == set(sd["param_groups"][0])  # nothing added to the loaded group
+    options = fresh.options(fresh.param_groups[0])
     for key, value in fresh.defaults.items():
-        assert key in fresh.param_groups[0], key
+        assert key in options, key
         if key in newer:
-            assert fresh.param_groups[0][key] == value
+            assert options[key] == value  # a missing option reads as this optimizer's default
     set_grads(fresh.param_groups[0]["params"], 1, skip_some=False)
     fresh.step()
 

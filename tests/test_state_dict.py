@@ -200,3 +200,38 @@ def test_lbfgs_state_dict_loads_and_continues_identically(direction):
     run(target, w2, 3)
     assert torch.equal(w, w2)
     assert source.state[w]["n_iter"] == target.state[w2]["n_iter"]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize(("cls", "config"), ALL, ids=ALL_IDS)
+def test_a_state_dict_comes_out_of_a_load_exactly_as_it_went_in(cls, config):
+    """Loading used to add torch's ``differentiable`` flag to every group: save → load → save differed."""
+    params = make_params()
+    optimizer = cls(params, **config)
+    _train(optimizer, params, 3)
+    saved = copy.deepcopy(optimizer.state_dict())
+    fresh = cls(clone_params(params), **config)
+    fresh.load_state_dict(copy.deepcopy(saved))
+    assert _same(fresh.state_dict(), saved)
+
+
+@pytest.mark.parametrize(("ours", "theirs", "config"), TORCH_TWINS, ids=[c[0].__name__ for c in TORCH_TWINS])
+def test_torch_state_dicts_come_out_of_a_ravine_load_unchanged(ours, theirs, config):
+    """ravine-only options (``skip_nonfinite``, ``eps_root``, …) are read through the defaults, not added."""
+    params = make_params()
+    reference = theirs(params, **config)
+    _train(reference, params, 3)
+    saved = copy.deepcopy(reference.state_dict())
+    candidate = ours(clone_params(params), **config)
+    candidate.load_state_dict(copy.deepcopy(saved))
+    assert _same(candidate.state_dict(), saved)
+    _train(candidate, candidate.param_groups[0]["params"], 1)  # and it still steps

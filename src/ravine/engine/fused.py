@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import ChainMap
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -114,15 +115,17 @@ class FusedRunner:
         statics: dict[str, Any] = {}
         flags: dict[str, bool] = {}
 
+        group_id = id(group.maps[0]) if isinstance(group, ChainMap) else id(group)  # the real group's cache
+
         def as_tensor(name: str, value: Any) -> Tensor:
             if torch.is_tensor(value):
                 flags[f"{name}==0"] = flags[f"{name}==1"] = False  # reading it would cost a host sync
                 return value.reshape(()).to(device=device, dtype=dtype)
             flags[f"{name}==0"], flags[f"{name}==1"] = value == 0, value == 1
-            cached = self.scalars.get((id(group), name, device, dtype))
+            cached = self.scalars.get((group_id, name, device, dtype))
             if cached is None:
-                cached = self.scalars[(id(group), name, device, dtype)] = torch.zeros((), dtype=dtype,
-                                                                                      device=device)
+                cached = self.scalars[(group_id, name, device, dtype)] = torch.zeros((), dtype=dtype,
+                                                                                     device=device)
             return cached.fill_(value)
 
         entries = {**group, "step": step} if step is not None else dict(group)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
+from collections import ChainMap
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal
 
@@ -218,16 +219,22 @@ class Optimizer(torch.optim.Optimizer):
         self._fused = FusedRunner(self)  # flat buffers and compiled-step caches are rebuilt after unpickling
         self._inv_scale = None
         self._step_supports_amp_scaling = any(group.get("fused") for group in self.param_groups)
-        # Groups saved by torch.optim or by an older ravine lack newer flags: give them this class's defaults.
-        for group in self.param_groups:
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+        # Groups saved by torch.optim or by an older ravine may lack options this class has: they are read
+        # through the defaults (options()), never written into the groups, so a state dict saves as it loaded.
         if not self.step_counter:
             return
         for param_state in self.state.values():
             step = param_state.get("step") if isinstance(param_state, dict) else None
             if step is not None and not torch.is_tensor(step):
                 param_state["step"] = torch.tensor(float(step), dtype=scalar_dtype())
+
+    def options(self, group: dict[str, Any]) -> ChainMap[str, Any]:
+        """A parameter group read through this optimizer's defaults (writes go to the group).
+
+        A group loaded from torch.optim's state dict, or an older ravine's, lacks some of this class's options
+        (``skip_nonfinite``, ``eps_root``, …); they take their default values without being added to it.
+        """
+        return ChainMap(group, self.defaults)
 
     @property
     def skipped_steps(self) -> int:
@@ -266,7 +273,7 @@ class Optimizer(torch.optim.Optimizer):
         """
         super().load_state_dict(state_dict)
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
-        params = [(p, group) for group in self.param_groups for p in group["params"]]
+        params = [(p, self.options(group)) for group in self.param_groups for p in group["params"]]
         for saved_id, (p, group) in zip(saved_ids, params, strict=False):
             dtype = self.compute_dtype(p, group)
             saved = state_dict["state"].get(saved_id, {})
@@ -295,7 +302,8 @@ class Optimizer(torch.optim.Optimizer):
             return loss  # overflow: no parameter, state or step count changes
         grad_scale = getattr(self, "grad_scale", None)
         self._inv_scale = None if grad_scale is None else grad_scale.double().reciprocal().float()
-        if any(group["skip_nonfinite"] for group in self.param_groups) and self._skip_nonfinite_step():
+        skipping = any(self.options(group)["skip_nonfinite"] for group in self.param_groups)
+        if skipping and self._skip_nonfinite_step():
             return loss
         for group in self.param_groups:
             self._step_group(group)
@@ -335,8 +343,9 @@ class Optimizer(torch.optim.Optimizer):
                     names.append(label or f"param_groups[{g_index}]['params'][{p_index}] {tuple(p.shape)}")
         return names
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(self, loaded_group: dict[str, Any]) -> None:
         """Create missing state, then hand the group to the runner its flags and kind of math call for."""
+        group = self.options(loaded_group)
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
