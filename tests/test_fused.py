@@ -7,6 +7,7 @@ an algorithm's branches (amsgrad, nesterov, weight decay on or off, ...) or dtyp
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -62,8 +63,10 @@ def test_parameters_gradients_and_state_live_in_flat_buffers():
     assert all(flat.owns_grad(p) for p in params)
     exp_avg = flat.state_buffers["exp_avg"]
     assert optimizer.state[params[1]]["exp_avg"].data_ptr() == exp_avg.data_ptr() + 4 * flat.offsets[1]
-    optimizer.zero_grad()  # zeroes the flat gradient buffer instead of dropping the views
+    optimizer.zero_grad(set_to_none=False)  # torch's meaning: zero the gradients in place (here, the flat views)
     assert all(p.grad is not None and not p.grad.any() for p in params) and all(flat.owns_grad(p) for p in params)
+    optimizer.zero_grad()  # torch's meaning: no gradient at all
+    assert all(p.grad is None for p in params)
 
 
 def test_autograd_accumulates_into_the_flat_gradient_views_and_training_matches_eager():
@@ -210,3 +213,63 @@ def test_group_keys_the_optimizer_does_not_declare_stay_out_of_the_fused_step():
         set_grads(params, step, skip_some=False)
         optimizer.step()
     assert all(torch.isfinite(p).all() for p in params)
+
+
+# ---- a parameter without a gradient is never updated (torch's contract), on the fused path too -----------
+class _Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk, self.left, self.right = (torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, x, use_right):
+        h = torch.tanh(self.trunk(x))
+        return (self.right(h) if use_right else self.left(h)).pow(2).mean()
+
+
+def _scenario(make_optimizer):
+    """10 steps: the right branch only on even steps; the trunk frozen for steps 4–6; at step 8 the user drops
+    one gradient and assigns another."""
+    model = _Branchy()
+    optimizer = make_optimizer(model.parameters())
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    for step in range(10):
+        model.trunk.requires_grad_(not 4 <= step <= 6)
+        optimizer.zero_grad()
+        model(x, use_right=step % 2 == 0).backward()
+        if step == 8:
+            model.left.bias.grad = None
+            model.trunk.bias.grad = torch.full((4,), 0.5)
+        optimizer.step()
+        grads = [p.grad is None for p in model.parameters()]
+    return model, optimizer, grads
+
+
+@pytest.mark.parametrize("cls", [ravine.AdamW, ravine.SGD], ids=["AdamW", "SGD-momentum"])
+def test_parameters_without_gradients_are_left_alone_as_in_torch(cls):
+    config = {"lr": 0.05, "weight_decay": 0.1} | ({"momentum": 0.9} if cls is ravine.SGD else {})
+    theirs = getattr(torch.optim, cls.__name__)
+    reference, ref_opt, ref_none = _scenario(lambda ps: theirs(ps, foreach=False, **config))
+    candidate, cand_opt, cand_none = _scenario(lambda ps: cls(ps, fused=True, **config))
+    for (name, a), b in zip(reference.named_parameters(), candidate.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    ref_state, cand_state = ref_opt.state_dict()["state"], cand_opt.state_dict()["state"]
+    for index, state in ref_state.items():
+        for key, value in state.items():
+            torch.testing.assert_close(cand_state[index][key], value, rtol=1e-6, atol=1e-6)
+    assert ref_none == cand_none  # the same gradients are None after the last step
+    candidate_grads = [p.grad for p in candidate.parameters()]
+    cand_opt.zero_grad()
+    assert all(p.grad is None for p in candidate.parameters()) and any(g is not None for g in candidate_grads)
+
+
+def test_a_model_whose_parameters_route_gradients_still_copies_and_saves(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = ravine.AdamW(model.parameters(), fused=True)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    clone = copy.deepcopy(model)
+    pickle.loads(pickle.dumps(model))
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    clone(torch.ones(1, 3)).sum().backward()  # the copy's gradients are its own
+    assert clone.weight.grad.data_ptr() != model.weight.grad.data_ptr()

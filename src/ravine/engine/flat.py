@@ -4,6 +4,11 @@ Parameters are re-pointed to views of the parameter buffer (``p.data``), gradien
 buffer that autograd accumulates into in place, and ``optimizer.state[p][key]`` are views of the state
 buffers, so ``state_dict`` keeps torch's per-parameter format. Only state shaped like its parameter is
 flattened; per-parameter scalars (0-d state such as NAdam's ``mu_product``) stay where they are.
+
+Gradients keep torch's meaning: ``zero_grad()`` sets them to None, and a parameter that backward does not
+reach keeps None and is not stepped. A tensor hook on each parameter runs just before autograd accumulates a
+gradient into a parameter whose ``.grad`` is None and hands it its zeroed view of the gradient buffer, so the
+gradient still lands in the flat buffer with no copy.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class FlatGroup:
             if p.grad is not None:
                 view.copy_(p.grad)
             p.grad = view
+        self.hooks = [p.register_hook(_GradientRoute(p, view))
+                      for p, view in zip(params, self.grad_views, strict=True) if p.requires_grad]
         keys = [k for k, v in states[0].items() if k != "step" and k not in scalar_keys and torch.is_tensor(v)]
         self.state_buffers: dict[str, Tensor] = {}
         for key in keys:
@@ -84,13 +91,29 @@ class FlatGroup:
         return True
 
     def collect_grads(self) -> None:
-        """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere)."""
+        """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere, e.g. one
+        the user assigned). Every parameter of the batch has a gradient: the engine steps no other."""
         for p, view in zip(self.params, self.grad_views, strict=True):
             grad = p.grad
             if grad is not view:
-                if grad is not None and grad.data_ptr() != view.data_ptr():
+                if grad.data_ptr() != view.data_ptr():
                     view.copy_(grad)
                 p.grad = view
+
+    def release(self, keep: set[int]) -> None:
+        """This group's buffers are being dropped: parameters not in ``keep`` (and their state and gradient)
+        get storage of their own, so the old buffers do not stay alive through their views."""
+        for handle in self.hooks:
+            handle.remove()
+        for p, state in zip(self.params, self.states, strict=True):
+            if id(p) in keep:
+                continue
+            p.data = p.detach().clone()
+            for key in self.state_buffers:
+                if key in state:
+                    state[key] = state[key].clone()
+            if p.grad is not None and self.owns_grad(p):
+                p.grad = p.grad.clone()
 
     def owns_grad(self, p: Tensor) -> bool:
         grad = p.grad
@@ -99,3 +122,17 @@ class FlatGroup:
         start = self.grad_buffer.data_ptr()
         end = start + self.grad_buffer.numel() * self.grad_buffer.element_size()
         return start <= grad.data_ptr() < end
+
+
+class _GradientRoute:
+    """Tensor hook: before autograd accumulates into a parameter whose ``.grad`` is None, give it its zeroed
+    view of the flat gradient buffer, so autograd accumulates there in place."""
+
+    __slots__ = ("param", "view")
+
+    def __init__(self, param: Tensor, view: Tensor) -> None:
+        self.param, self.view = param, view
+
+    def __call__(self, grad: Tensor) -> None:
+        if self.param.grad is None:
+            self.param.grad = self.view.zero_()

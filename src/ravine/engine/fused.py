@@ -85,7 +85,7 @@ class FusedRunner:
         flat = self.flat_groups.get(key)
         if flat is None or not flat.intact(states):
             for other in [k for k in self.flat_groups if set(k) & set(key)]:
-                del self.flat_groups[other]
+                self.flat_groups.pop(other).release(keep=set(key))
             flat = self.flat_groups[key] = FlatGroup(params, states, opt.scalar_state)
         flat.collect_grads()
         steps = [s["step"] for s in states] if opt.step_counter else []
@@ -146,30 +146,3 @@ class FusedRunner:
             else:
                 scalars[name] = as_tensor(name, value)
         return scalars, statics, flags
-
-    def zero_grad(self, set_to_none: bool = True) -> bool:
-        """Zero the gradients living in flat buffers; False when there are none (torch's zero_grad applies).
-
-        Dropping them (``set_to_none``) would make autograd allocate fresh gradients that the next fused step
-        must copy back into the buffer; zeroing keeps them in place. As with ``set_to_none=False`` in torch,
-        such a parameter then steps with a zero gradient even if backward did not reach it.
-        """
-        if not self.flat_groups:
-            return False
-        owned: set[int] = set()
-        for flat in self.flat_groups.values():
-            owned.update(id(p) for p in flat.params if flat.owns_grad(p))
-            flat.grad_buffer.zero_()
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is None or id(p) in owned:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    if p.grad.grad_fn is not None:
-                        p.grad.detach_()
-                    else:
-                        p.grad.requires_grad_(False)
-                    p.grad.zero_()
-        return True

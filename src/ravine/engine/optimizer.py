@@ -379,14 +379,6 @@ class Optimizer(torch.optim.Optimizer):
             for batch in eager.batches(self, params, chunked=True):
                 eager.run(self, batch, group, hp, batched=True)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """torch's ``zero_grad``, except that gradients living in a fused group's flat buffer are zeroed.
-
-        See :meth:`ravine.engine.fused.FusedRunner.zero_grad` for why.
-        """
-        if not self._fused.zero_grad(set_to_none):
-            super().zero_grad(set_to_none=set_to_none)
-
 
 def default_to_foreach(params: list[Tensor]) -> bool:
     """torch's default: multi-tensor when every parameter is a plain (or DTensor) tensor on an accelerator."""
