@@ -34,6 +34,7 @@ class OptimizerInfo:
     paths: tuple[str, ...] = tuple(PATHS)
     decoupled_decay: bool = False  # weight decay acts on p directly (zero grads still move p)
     lr_bounds_step: bool = True  # a tiny lr keeps every step tiny (not Rprop's: lr is only its first step size)
+    tensor_lr_with_foreach: bool = True  # torch's Adam/AdamW refuse a Tensor lr with foreach=True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -43,6 +44,7 @@ class OptimizerInfo:
 
 def _common_errors() -> list[ErrorInput]:
     return [
+        ErrorInput({"lr": "0.1"}, TypeError, r"Invalid learning rate: '0.1' \(lr must be a number, not str\)"),
         ErrorInput({"lr": -1.0}, ValueError, r"Invalid learning rate: -1.0 \(lr must be >= 0\)"),
         ErrorInput({"weight_decay": -0.5}, ValueError, r"Invalid weight_decay value: -0.5"),
         ErrorInput({"lr": torch.tensor([1e-3, 1e-3])}, ValueError, "Tensor lr must be 1-element"),
@@ -56,6 +58,17 @@ def _beta_errors() -> list[ErrorInput]:
     return [
         ErrorInput({"betas": (1.0, 0.5)}, ValueError, r"Invalid beta parameter at index 0: 1.0"),
         ErrorInput({"betas": (0.5, -0.1)}, ValueError, r"Invalid beta parameter at index 1: -0.1"),
+    ]
+
+
+def _adam_errors() -> list[ErrorInput]:
+    """torch's Adam/AdamW rules: no Tensor lr or beta with foreach=True; betas both floats or both Tensors."""
+    return [
+        ErrorInput({"lr": torch.tensor(1e-3), "foreach": True}, ValueError,
+                   "lr as a Tensor is not supported for capturable=False and foreach=True"),
+        ErrorInput({"betas": (torch.tensor(0.9), torch.tensor(0.99)), "foreach": True}, ValueError,
+                   r"betas\[0\] as a Tensor is not supported for capturable=False and foreach=True"),
+        ErrorInput({"betas": (0, 0.99)}, ValueError, "betas must be either both floats or both Tensors"),
     ]
 
 
@@ -93,14 +106,16 @@ OPTIMIZERS = [
         ravine.Adam,
         configs=[{}, {"lr": 1e-2}, {"weight_decay": 0.1, "maximize": True}, {"weight_decay": 0.1, "amsgrad": True},
                  {"eps_root": 1e-8}],
-        errors=[*_common_errors(), *_beta_errors(),
+        errors=[*_common_errors(), *_beta_errors(), *_adam_errors(),
                 ErrorInput({"eps_root": -1.0}, ValueError, r"Invalid eps_root value: -1.0")],
+        tensor_lr_with_foreach=False,
     ),
     OptimizerInfo(
         ravine.AdamW,
         configs=[{}, {"lr": 1e-2}, {"weight_decay": 0.1, "maximize": True}, {"amsgrad": True}],
-        errors=[*_common_errors(), *_beta_errors()],
+        errors=[*_common_errors(), *_beta_errors(), *_adam_errors()],
         decoupled_decay=True,
+        tensor_lr_with_foreach=False,
     ),
     OptimizerInfo(
         ravine.Lion,
@@ -152,7 +167,7 @@ OPTIMIZERS += [
     OptimizerInfo(
         ravine.Rprop,
         configs=[{}, {"etas": (0.3, 1.5)}, {"step_sizes": (1e-3, 0.05), "maximize": True}],
-        errors=[*_common_errors()[:1], *_common_errors()[2:],
+        errors=[*(e for e in _common_errors() if "weight_decay" not in e.kwargs),
                 ErrorInput({"etas": (1.5, 1.2)}, ValueError, r"Invalid eta values: 1.5, 1.2")],
         lr_bounds_step=False,
     ),

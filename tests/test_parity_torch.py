@@ -80,12 +80,14 @@ def test_complex_parameters_match_torch(ours):
         assert_same_run(reference, rp, candidate, cp, 20, exact=False, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_tensor_lr_matches_float_lr(foreach):
+# torch's Adam refuses a Tensor lr with foreach=True (tests/optim_info.py checks ravine's does too)
+@pytest.mark.parametrize(("cls", "foreach"), [(ravine.Adam, False), (ravine.RMSprop, True)],
+                         ids=["Adam-per-tensor", "RMSprop-multi-tensor"])
+def test_tensor_lr_matches_float_lr(cls, foreach):
     a_params = make_params()
     b_params = clone_params(a_params)
-    a = ravine.Adam(a_params, lr=1e-3, foreach=foreach)
-    b = ravine.Adam(b_params, lr=torch.tensor(1e-3), foreach=foreach)
+    a = cls(a_params, lr=1e-3, foreach=foreach)
+    b = cls(b_params, lr=torch.tensor(1e-3), foreach=foreach)
     assert_same_run(a, a_params, b, b_params, 10, exact=False, rtol=1.3e-6, atol=1e-5)
 
 

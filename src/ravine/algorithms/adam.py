@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections import ChainMap
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from ravine.algorithms.building_blocks import apply_weight_decay, update_moments
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
-from ravine.engine.validation import check_betas, check_lr, check_non_negative
+from ravine.engine.validation import (
+    check_betas,
+    check_lr,
+    check_non_negative,
+    check_tensor_hyperparameters_without_foreach,
+)
 from ravine.engine.views import Hyper, StateView
 
 
@@ -54,6 +62,21 @@ class Adam(Optimizer):
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
+
+    def check_group(self, group: ChainMap[str, Any], *, at_step: bool) -> None:
+        """torch's rules: betas both floats or both tensors; no tensor lr or beta on the foreach path
+        (torch's ``capturable=False``, which is all ravine has): ValueError when built, RuntimeError at a step."""
+        betas = group["betas"]
+        same_kind = all(isinstance(b, float) for b in betas) or all(torch.is_tensor(b) for b in betas)
+        if not at_step and not same_kind:
+            raise ValueError(f"betas must be either both floats or both Tensors (got {betas!r})")
+        try:
+            check_tensor_hyperparameters_without_foreach(type(self).__name__, group["foreach"], group["lr"],
+                                                         None if at_step else betas)
+        except ValueError as error:
+            if at_step:
+                raise RuntimeError(str(error)) from None
+            raise
 
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:
         state = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}

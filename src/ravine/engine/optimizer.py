@@ -164,6 +164,7 @@ class Optimizer(torch.optim.Optimizer):
         """torch's ``add_param_group``, refusing a path this algorithm's kind of math cannot run on."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        self.check_group(self.options(group), at_step=False)
         name, paths = type(self).__name__, self.supported_paths()
         for flag, path in (("fused", "fused"), ("foreach", "multi-tensor")):
             if group.get(flag) and path not in paths:
@@ -200,6 +201,10 @@ class Optimizer(torch.optim.Optimizer):
         and return values to branch on (booleans become static flags of the fused step). Default: none.
         """
         return {}
+
+    def check_group(self, group: ChainMap[str, Any], *, at_step: bool) -> None:
+        """Refuse a group's options torch refuses (checked when the group is added and at every step). Default:
+        nothing beyond the constructor's checks."""
 
     def check_param(self, p: Tensor) -> None:
         """Refuse a parameter or gradient this algorithm cannot take (torch's errors); called before state."""
@@ -349,6 +354,7 @@ class Optimizer(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
+        self.check_group(group, at_step=True)
         hp = Hyper(group)
         has_sparse = False
         for p in params:

@@ -23,8 +23,14 @@ _LABELS = {
 }
 
 
-def _number(value: Any) -> float:
-    return float(value.item()) if isinstance(value, Tensor) else float(value)
+def _number(value: Any, name: str = "value") -> float:
+    """``value`` as a float, or a TypeError naming the argument (torch rejects non-numbers at construction)."""
+    if isinstance(value, Tensor):
+        return float(value.item())
+    if isinstance(value, (int, float)):  # bool is an int, as in torch
+        return float(value)
+    label = _LABELS.get(name, f"{name} value")
+    raise TypeError(f"Invalid {label}: {value!r} ({name} must be a number, not {type(value).__name__})")
 
 
 def check_lr(lr: float | Tensor) -> None:
@@ -35,14 +41,14 @@ def check_lr(lr: float | Tensor) -> None:
 
 
 def check_non_negative(name: str, value: float | Tensor) -> None:
-    if not 0.0 <= _number(value):
+    if not 0.0 <= _number(value, name):
         label = _LABELS.get(name, f"{name} value")
         raise ValueError(f"Invalid {label}: {value} ({name} must be >= 0)")
 
 
 def check_unit_interval(name: str, value: float, *, closed: bool = True) -> None:
     """0 ≤ value ≤ 1 (or < 1 when ``closed`` is False)."""
-    number = _number(value)
+    number = _number(value, name)
     inside = 0.0 <= number <= 1.0 if closed else 0.0 <= number < 1.0
     if not inside:
         label = _LABELS.get(name, f"{name} value")
@@ -52,12 +58,12 @@ def check_unit_interval(name: str, value: float, *, closed: bool = True) -> None
 
 def check_betas(betas: tuple[float, float]) -> None:
     """Two coefficients, each in [0, 1)."""
-    if len(betas) != 2:
-        raise ValueError(f"Invalid betas: {betas} (betas must be a pair (beta1, beta2))")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas!r} (betas must be a pair (beta1, beta2))")
     if isinstance(betas[0], Tensor) != isinstance(betas[1], Tensor):
         raise ValueError("betas must be either both floats or both Tensors")
     for index, beta in enumerate(betas):
-        if not 0.0 <= _number(beta) < 1.0:
+        if not 0.0 <= _number(beta, f"betas[{index}]") < 1.0:
             raise ValueError(
                 f"Invalid beta parameter at index {index}: {beta} (betas[{index}] must be in [0, 1))"
             )
@@ -77,3 +83,15 @@ def check_state_dtype(state_dtype: Any) -> str | None:
     if not isinstance(getattr(torch, name, None), torch.dtype) or not getattr(torch, name).is_floating_point:
         raise ValueError(f"Invalid state_dtype: {state_dtype!r} (state_dtype must be None or a floating dtype)")
     return name
+
+
+def check_tensor_hyperparameters_without_foreach(name: str, foreach: bool | None, lr: Any,
+                                                betas: tuple[Any, Any] | None = None) -> None:
+    """torch's Adam/AdamW rule: a Tensor lr or beta is refused with ``foreach=True`` (ravine has no capturable)."""
+    if not foreach:
+        return
+    if isinstance(lr, Tensor):
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    for index, beta in enumerate(betas or ()):
+        if isinstance(beta, Tensor):
+            raise ValueError(f"betas[{index}] as a Tensor is not supported for capturable=False and foreach=True")
