@@ -222,12 +222,13 @@ def test_param_groups_split_decay_and_honour_overrides():
     model = Tiny()
     overrides = {"head.*": {"lr": 1e-3}}
     groups = ravine.param_groups(model, weight_decay=0.1, no_decay=["pos_embed"], overrides=overrides)
-    names = {id(p): n for n, p in model.named_parameters()}
-    by_group = [({names[id(p)] for p in g["params"]}, g["weight_decay"], g.get("lr")) for g in groups]
+    named = dict(model.named_parameters())
+    assert all(named[n] is p for g in groups for n, p in g["params"])  # torch's named groups: (name, parameter)
+    by_group = [({n for n, _ in g["params"]}, g["weight_decay"], g.get("lr")) for g in groups]
     assert ({"proj.weight"}, 0.1, None) in by_group
     assert ({"embed.weight", "proj.bias", "norm.weight", "norm.bias", "scale", "pos_embed"}, 0.0, None) in by_group
     assert ({"head.weight"}, 0.1, 1e-3) in by_group and ({"head.bias"}, 0.0, 1e-3) in by_group
-    placed = [names[id(p)] for g in groups for p in g["params"]]
+    placed = [n for g in groups for n, _ in g["params"]]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert sorted(placed) == sorted(trainable)  # each exactly once, none dropped
     torch.optim.AdamW(groups)  # any torch optimizer accepts them
@@ -249,3 +250,16 @@ def test_create_optimizer_passes_lookahead_arguments_and_rejects_unknown_names()
     assert (optimizer.k, optimizer.alpha) == (3, 0.8) and optimizer.param_groups[0]["lr"] == 1e-3
     with pytest.raises(ValueError, match="Invalid optimizer name: 'adamx' \\(choose one of: sgd, adagrad"):
         ravine.create_optimizer("adamx", Tiny())
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named parameters", "param_groups"])
+def test_the_non_finite_warning_names_the_parameter_and_points_at_the_callers_line(named):
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    params = model.named_parameters() if named else ravine.param_groups(model, weight_decay=0.1)
+    optimizer = ravine.AdamW(params, skip_nonfinite=True)
+    model(torch.ones(1, 3)).sum().backward()
+    model[1].weight.grad[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match=r"non-finite gradients in 1\.weight \(warning once") as caught:
+        optimizer.step()
+    assert caught[0].filename == __file__  # this line, not a frame inside torch's decorators
+    assert optimizer.skipped_steps == 1

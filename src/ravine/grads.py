@@ -16,11 +16,6 @@ from torch import Tensor
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "nonfinite_grads"]
 
 
-def _grads(parameters: Iterable[Tensor] | Tensor) -> list[Tensor]:
-    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    return [p.grad for p in params if p.grad is not None]
-
-
 def clip_grad_norm_(
     parameters: Iterable[Tensor] | Tensor,
     max_norm: float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
@@ -23,6 +24,16 @@ NO_DECAY_MODULES: tuple[type[nn.Module], ...] = tuple(
 """Modules whose parameters are exempt from weight decay by default (normalisation and embedding layers)."""
 
 
+@functools.cache
+def _named_groups_supported() -> bool:
+    """Whether torch.optim takes ``(name, parameter)`` pairs in a group (torch ≥ 2.6)."""
+    try:
+        torch.optim.SGD([("probe", torch.zeros(1, requires_grad=True))], lr=0.1)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def param_groups(
     model: nn.Module,
     weight_decay: float,
@@ -35,7 +46,9 @@ def param_groups(
     (:data:`NO_DECAY_MODULES`), is 0- or 1-dimensional, or its name matches a glob pattern in ``no_decay``
     (e.g. ``"*.pos_embed"``); every other parameter gets ``weight_decay``. ``overrides`` maps glob patterns to
     extra group options — ``{"head.*": {"lr": 1e-3}}`` — and the first matching pattern wins. Groups hold
-    only ``params`` and options, so torch optimizers of any version accept them.
+    ``params`` and options only. Where the installed torch has named-parameter groups (torch ≥ 2.6), ``params``
+    are ``(name, parameter)`` pairs, so the optimizer knows each parameter's name: its state dict carries
+    ``param_names`` and ravine's warnings (``skip_nonfinite``) say ``head.weight`` rather than an index.
 
     Every trainable parameter lands in exactly one group (shared parameters once); frozen parameters
     (``requires_grad=False``) are left out. Empty groups are not returned.
@@ -63,7 +76,7 @@ def param_groups(
             or any(fnmatchcase(name, pattern) for pattern in patterns)
         )
         override = next((pattern for pattern in overrides if fnmatchcase(name, pattern)), None)
-        groups.setdefault((override, decays), []).append(p)
+        groups.setdefault((override, decays), []).append((name, p) if _named_groups_supported() else p)
     result = []
     for (override, decays), params in groups.items():
         group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decays else 0.0}

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
 import warnings
 from collections import ChainMap
 from collections.abc import Callable, Iterable
@@ -331,7 +333,7 @@ class Optimizer(torch.optim.Optimizer):
                 f"{type(self).__name__}: skipped a step because of non-finite gradients in "
                 f"{', '.join(self._nonfinite_names())} (warning once; see optimizer.skipped_steps)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
         return True
 
@@ -384,6 +386,16 @@ class Optimizer(torch.optim.Optimizer):
         else:
             for batch in eager.batches(self, params, chunked=True):
                 eager.run(self, batch, group, hp, batched=True)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside ravine and torch: the user's line
+    that called ``step()`` (torch wraps ``step`` in decorators, so a fixed level lands inside torch)."""
+    internal = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def default_to_foreach(params: list[Tensor]) -> bool:

@@ -8,6 +8,7 @@ algorithm treats real and imaginary parts as independent coordinates, as torch d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -77,11 +78,11 @@ class Hyper:
     first step), as a Python float, or ``None`` for algorithms without a step counter.
     """
 
-    def __init__(self, group: dict[str, Any], step: float | None = None) -> None:
+    def __init__(self, group: Mapping[str, Any]) -> None:
         for key, value in group.items():
             if key != "params":
                 setattr(self, key, scalar(value))
-        self.step = step
+        self.step: float | None = None
 
     def __getattr__(self, key: str) -> Any:  # only called for missing attributes
         raise AttributeError(f"this parameter group has no hyperparameter {key!r}")
