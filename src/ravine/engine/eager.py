@@ -155,3 +155,21 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
                 state[key] = value[i].clone()
         if state and not optimizer.state.get(p):
             optimizer.state[p] = state
+
+
+def run_differentiable(optimizer: Optimizer, p: Tensor, group: dict[str, Any], hp: Hyper) -> None:
+    """One step of ``update`` for one parameter, under autograd (``differentiable=True``)."""
+    from ravine.engine.differentiable import DiffState, DiffTensor
+
+    state = optimizer.state[p] if optimizer.state.get(p) else {}
+    grad = -p.grad if group["maximize"] else p.grad
+    _advance(optimizer, [state], hp, batched=False, is_complex=False)
+    dtype = optimizer.compute_dtype(p, group)
+    # copies: the values the graph reads must not be the tensors written back into below
+    work, g = DiffTensor(real_view(p).to(dtype, copy=True)), DiffTensor(real_view(grad).to(dtype))
+    view = DiffState(state, optimizer.scalar_state, is_complex=p.is_complex())
+    optimizer.update(work, g, view, hp)
+    real_view(p).copy_(work.t)  # in place, as torch's differentiable step updates the parameter
+    view.write_back()
+    if state and not optimizer.state.get(p):
+        optimizer.state[p] = state

@@ -46,6 +46,7 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 # How the engine runs any algorithm, accepted by every optimizer's constructor (see Optimizer.__init_subclass__).
 ENGINE_FLAGS: dict[str, Any] = {
     "maximize": False, "foreach": None, "fused": None, "skip_nonfinite": False, "state_dtype": None,
+    "differentiable": False,
 }
 
 # What an algorithm's math needs, and the paths that can run such math correctly.
@@ -168,6 +169,15 @@ class Optimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         self.check_group(self.options(group), at_step=False)
         name, paths = type(self).__name__, self.supported_paths()
+        if group.get("differentiable"):
+            if group.get("fused"):
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if self.kind != "elementwise":
+                raise ValueError(f"{name} does not support differentiable=True ({self.kind} math; torch's "
+                                 f"{name}, where it exists, has no differentiable mode either)")
+            if group.get("foreach"):
+                raise ValueError(f"{name}(differentiable=True) runs per tensor under autograd: leave foreach "
+                                 "unset or False")
         for flag, path in (("fused", "fused"), ("foreach", "multi-tensor")):
             if group.get(flag) and path not in paths:
                 raise ValueError(
@@ -289,7 +299,6 @@ class Optimizer(torch.optim.Optimizer):
                     self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
 
     @torch.compiler.disable  # a compiled training step calls this eagerly; fused=True is the compiled path
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step.
 
@@ -298,8 +307,13 @@ class Optimizer(torch.optim.Optimizer):
                 gradients enabled, and its loss is returned.
 
         Inside a ``torch.compile``-d function this step runs eagerly (dynamo does not trace it), so compiled
-        training loops get exactly the eager results; ``fused=True`` compiles the update itself.
+        training loops get exactly the eager results; ``fused=True`` compiles the update itself. The body runs
+        without gradients, unless the optimizer was built with ``differentiable=True`` (torch's rule).
         """
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable"))):
+            return self._step(closure)
+
+    def _step(self, closure: Callable[[], Any] | None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -366,6 +380,11 @@ class Optimizer(torch.optim.Optimizer):
                 new_state = self._new_state(p, hp, group)
                 if new_state:
                     self.state[p] = new_state
+        if group["differentiable"]:
+            eager.unscale(params, self._inv_scale)
+            for p in params:
+                eager.run_differentiable(self, p, group, hp)
+            return
         if group["fused"] and not has_sparse:
             self._fused.step(group, params, hp)
             return

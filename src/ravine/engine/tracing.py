@@ -147,7 +147,7 @@ class FusedHyper:
 def _out(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
     @functools.wraps(method)
     def wrapper(self: FusedTensor, *args: Any, **kwargs: Any) -> FusedTensor:
-        return FusedTensor(method(self, *args, **kwargs), self.layout)
+        return type(self)(method(self, *args, **kwargs), self.layout)  # a subclass stays itself
 
     return wrapper
 
@@ -183,7 +183,7 @@ class FusedTensor:
     def _per_tensor(self, values: Tensor) -> FusedTensor:
         """One value per tensor, seen by each of its elements."""
         ids, _ = self._segments()
-        return FusedTensor(values[ids], self.layout)
+        return type(self)(values[ids], self.layout)
 
     def _segment_sum(self, x: Tensor) -> Tensor:
         ids, counts = self._segments()

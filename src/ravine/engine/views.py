@@ -57,9 +57,11 @@ class StateView:
         return key in self._dicts[0]
 
 
-def value_of(x: Tensor | TensorList) -> float:
-    """The Python number in a 0-d state tensor, or in the first of a batch's (a batch shares its values)."""
-    return (x.tensors[0] if isinstance(x, TensorList) else x).item()
+def value_of(x: Tensor | TensorList) -> Any:
+    """The Python number in a 0-d state tensor, or in the first of a batch's (a batch shares its values); the
+    tensor itself when it carries a gradient (``differentiable=True``), so the step stays differentiable."""
+    t = x.tensors[0] if isinstance(x, TensorList) else x
+    return t if t.requires_grad and torch.is_grad_enabled() else t.item()
 
 
 def scalar(value: Any) -> Any:
@@ -79,9 +81,10 @@ class Hyper:
     """
 
     def __init__(self, group: Mapping[str, Any]) -> None:
+        keep_tensors = bool(group.get("differentiable"))  # a learned lr must stay in the graph
         for key, value in group.items():
             if key != "params":
-                setattr(self, key, scalar(value))
+                setattr(self, key, value if keep_tensors else scalar(value))
         self.step: float | None = None
 
     def __getattr__(self, key: str) -> Any:  # only called for missing attributes
