@@ -214,3 +214,23 @@ def test_a_tensor_lr_of_any_one_element_shape_works_on_the_fused_path(shape):
         eager.step()
     for a, b in zip(params, other, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+
+@pytest.mark.parametrize("flags", [{"foreach": False}, {"foreach": True}, {"differentiable": True}],
+                         ids=["per-tensor", "multi-tensor", "differentiable"])
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=["0-d", "(1,)", "(1, 1)"])
+def test_a_tensor_lr_of_any_one_element_shape_works_on_the_eager_paths(shape, flags):
+    params = [p.double().detach().requires_grad_() for p in make_params(shapes=[(5,), (2, 3)])]
+    work = [p.clone() for p in params] if flags.get("differentiable") else params
+    other = [p.detach().clone().requires_grad_() for p in params]
+    candidate = ravine.SGD(work, lr=torch.full(shape, 0.1, dtype=torch.float64), momentum=0.9, **flags)
+    reference = ravine.SGD(other, lr=0.1, momentum=0.9, foreach=False)
+    for step in range(3):
+        for p in (*work, *other):
+            p.grad = torch.full_like(p, 0.5 * (step + 1))
+        candidate.step()
+        reference.step()
+    for a, b in zip(work, other, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-12)

@@ -64,6 +64,15 @@ def value_of(x: Tensor | TensorList) -> Any:
     return t if t.requires_grad and torch.is_grad_enabled() else t.item()
 
 
+def as_scalar_tensor(value: Any) -> Any:
+    """A one-element tensor as a 0-d tensor (gradient kept), so that shape (1, 1) does not broadcast."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.reshape(())
+    if isinstance(value, tuple):
+        return tuple(as_scalar_tensor(v) for v in value)
+    return value
+
+
 def scalar(value: Any) -> Any:
     """A hyperparameter as the eager paths use it: 1-element tensors become Python numbers."""
     if isinstance(value, Tensor):
@@ -84,7 +93,7 @@ class Hyper:
         keep_tensors = bool(group.get("differentiable"))  # a learned lr must stay in the graph
         for key, value in group.items():
             if key != "params":
-                setattr(self, key, value if keep_tensors else scalar(value))
+                setattr(self, key, as_scalar_tensor(value) if keep_tensors else scalar(value))
         self.step: float | None = None
 
     def __getattr__(self, key: str) -> Any:  # only called for missing attributes
