@@ -201,26 +201,14 @@ def test_a_reduction_in_a_fused_step_without_the_declaration_says_what_to_declar
         Undeclared(params, fused=True).step()
 
 
+
+PATH_FLAGS = [{"foreach": False}, {"foreach": True}, {"fused": True}, {"differentiable": True}]
+
+
+@pytest.mark.parametrize("flags", PATH_FLAGS, ids=["per-tensor", "multi-tensor", "fused", "differentiable"])
 @pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=["0-d", "(1,)", "(1, 1)"])
-def test_a_tensor_lr_of_any_one_element_shape_works_on_the_fused_path(shape):
-    params = make_params(shapes=[(5,), (2, 3)])
-    other = clone_params(params)
-    fused = ravine.Adam(params, lr=torch.full(shape, 1e-2), fused=True)
-    eager = ravine.Adam(other, lr=1e-2, foreach=False)
-    for step in range(3):
-        set_grads(params, step, skip_some=False)
-        set_grads(other, step, skip_some=False)
-        fused.step()
-        eager.step()
-    for a, b in zip(params, other, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-
-
-
-@pytest.mark.parametrize("flags", [{"foreach": False}, {"foreach": True}, {"differentiable": True}],
-                         ids=["per-tensor", "multi-tensor", "differentiable"])
-@pytest.mark.parametrize("shape", [(), (1,), (1, 1)], ids=["0-d", "(1,)", "(1, 1)"])
-def test_a_tensor_lr_of_any_one_element_shape_works_on_the_eager_paths(shape, flags):
+def test_a_tensor_lr_of_any_one_element_shape_works_on_every_path(shape, flags):
+    """(1, 1) used to fail inside the compiled step with a fake-tensor broadcast error."""
     params = [p.double().detach().requires_grad_() for p in make_params(shapes=[(5,), (2, 3)])]
     work = [p.clone() for p in params] if flags.get("differentiable") else params
     other = [p.detach().clone().requires_grad_() for p in params]
@@ -233,4 +221,4 @@ def test_a_tensor_lr_of_any_one_element_shape_works_on_the_eager_paths(shape, fl
         reference.step()
     for a, b in zip(work, other, strict=True):
         assert a.shape == b.shape
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-10, atol=1e-12)  # fused may contract an FMA
