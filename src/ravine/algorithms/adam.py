@@ -12,8 +12,7 @@ from ravine.algorithms.building_blocks import apply_weight_decay, update_moments
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import (
-    check_betas,
-    check_lr,
+    check_adam_family,
     check_non_negative,
     check_tensor_hyperparameters_without_foreach,
 )
@@ -52,10 +51,7 @@ class Adam(Optimizer):
         eps_root: float = 0.0,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        check_lr(lr)
-        check_non_negative("eps", eps)
-        check_betas(betas)
-        check_non_negative("weight_decay", weight_decay)
+        check_adam_family(lr, eps, betas, weight_decay)
         check_non_negative("eps_root", eps_root)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
-from ravine.engine.validation import check_betas, check_lr, check_non_negative
+from ravine.engine.validation import check_adam_family
 from ravine.engine.views import Hyper, StateView
 
 
@@ -36,10 +36,7 @@ class Adamax(Optimizer):
         weight_decay: float = 0,
         foreach: bool | None = None,
 ) -> None:
-        check_lr(lr)
-        check_non_negative("eps", eps)
-        check_betas(betas)
-        check_non_negative("weight_decay", weight_decay)
+        check_adam_family(lr, eps, betas, weight_decay)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
         super().__init__(params, defaults)
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
-from ravine.engine.validation import check_betas, check_lr, check_non_negative
+from ravine.engine.validation import check_adam_family
 from ravine.engine.views import Hyper, StateView
 
 
@@ -51,10 +51,7 @@ class ADOPT(Optimizer):
         weight_decay: float = 0.0,
         decouple: bool = False,
 ) -> None:
-        check_lr(lr)
-        check_non_negative("eps", eps)
-        check_betas(betas)
-        check_non_negative("weight_decay", weight_decay)
+        check_adam_family(lr, eps, betas, weight_decay)
         if clip_lambda is not None and not callable(clip_lambda):
             raise ValueError(f"Invalid clip_lambda: {clip_lambda!r} (clip_lambda must be callable or None)")
         self.clip_lambda = clip_lambda

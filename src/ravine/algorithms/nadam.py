@@ -10,7 +10,7 @@ from torch import Tensor
 from ravine.algorithms.building_blocks import apply_weight_decay, update_moments
 from ravine.engine.optimizer import Optimizer, ParamsT, scalar_dtype
 from ravine.engine.tensorlist import Maths
-from ravine.engine.validation import check_betas, check_lr, check_non_negative
+from ravine.engine.validation import check_adam_family, check_non_negative
 from ravine.engine.views import Hyper, StateView, value_of
 
 
@@ -42,10 +42,7 @@ class NAdam(Optimizer):
         momentum_decay: float = 4e-3,
         decoupled_weight_decay: bool = False,
 ) -> None:
-        check_lr(lr)
-        check_non_negative("eps", eps)
-        check_betas(betas)
-        check_non_negative("weight_decay", weight_decay)
+        check_adam_family(lr, eps, betas, weight_decay)
         check_non_negative("momentum_decay", momentum_decay)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,

@@ -69,6 +69,15 @@ def check_betas(betas: tuple[float, float]) -> None:
             )
 
 
+def check_adam_family(lr: float | Tensor, eps: float, betas: tuple[float, float], weight_decay: float) -> None:
+    """lr, eps, betas and weight_decay, in the order torch's Adam, Adamax, NAdam and RAdam check them (so the
+    first bad argument is the one reported, as in torch)."""
+    check_lr(lr)
+    check_non_negative("eps", eps)
+    check_betas(betas)
+    check_non_negative("weight_decay", weight_decay)
+
+
 def check_fused_flags(foreach: bool | None, fused: bool | None) -> None:
     """The implementation flags, with torch's rules and messages."""
     if fused and foreach:
