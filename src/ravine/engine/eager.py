@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ravine.engine.differentiable import DiffState, DiffTensor
 from ravine.engine.tensorlist import TensorList
 from ravine.engine.views import Hyper, StateView, real_view
 
@@ -88,6 +89,18 @@ def batches(optimizer: Optimizer, params: list[Tensor], *, chunked: bool = False
     return chunks
 
 
+def states_of(optimizer: Optimizer, params: list[Tensor]) -> list[dict[str, Any]]:
+    """Each parameter's state dict; a new, not yet stored one where it has none (see keep_created_state)."""
+    return [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
+
+
+def keep_created_state(optimizer: Optimizer, params: list[Tensor], states: list[dict[str, Any]]) -> None:
+    """Store state the update created lazily (SGD's momentum buffer), so a stateless step stores none."""
+    for p, state in zip(params, states, strict=True):
+        if state and not optimizer.state.get(p):
+            optimizer.state[p] = state
+
+
 def _advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, batched: bool,
              is_complex: bool) -> StateView:
     """Count the step, run the eager per-step hook, and give the update its state view."""
@@ -106,7 +119,7 @@ def _advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, b
 
 def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper, *, batched: bool) -> None:
     """One step of ``update`` for one parameter, or for a TensorList batch (elementwise math)."""
-    states = [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
+    states = states_of(optimizer, params)
     grads = [p.grad for p in params]
     if group["maximize"]:
         grads = torch._foreach_neg(grads) if batched else [-grads[0]]
@@ -122,9 +135,7 @@ def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: H
         optimizer.update(work[0], g_work[0], views, hp)
     if dtype != params[0].dtype:
         torch._foreach_copy_(params, work)
-    for p, state in zip(params, states, strict=True):
-        if state and not optimizer.state.get(p):
-            optimizer.state[p] = state  # state the update created lazily (e.g. SGD's momentum buffer)
+    keep_created_state(optimizer, params, states)
 
 
 def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
@@ -133,7 +144,7 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
     Parameters, gradients and state shaped like their parameter are stacked; per-parameter scalars (0-d state
     of a non-0-d parameter) are shared by the batch. Results are written back to each tensor.
     """
-    states = [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
+    states = states_of(optimizer, params)
     grads = [p.grad for p in params]
     dtype = optimizer.compute_dtype(params[0], group)
     g = torch.stack(grads).to(dtype)
@@ -153,15 +164,12 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
                 state[key].copy_(value[i])
             else:  # created by the update on this step
                 state[key] = value[i].clone()
-        if state and not optimizer.state.get(p):
-            optimizer.state[p] = state
+    keep_created_state(optimizer, params, states)
 
 
 def run_differentiable(optimizer: Optimizer, p: Tensor, group: dict[str, Any], hp: Hyper) -> None:
     """One step of ``update`` for one parameter, under autograd (``differentiable=True``)."""
-    from ravine.engine.differentiable import DiffState, DiffTensor
-
-    state = optimizer.state[p] if optimizer.state.get(p) else {}
+    (state,) = states_of(optimizer, [p])
     grad = -p.grad if group["maximize"] else p.grad
     _advance(optimizer, [state], hp, batched=False, is_complex=False)
     dtype = optimizer.compute_dtype(p, group)
@@ -171,5 +179,4 @@ def run_differentiable(optimizer: Optimizer, p: Tensor, group: dict[str, Any], h
     optimizer.update(work, g, view, hp)
     real_view(p).copy_(work.t)  # in place, as torch's differentiable step updates the parameter
     view.write_back()
-    if state and not optimizer.state.get(p):
-        optimizer.state[p] = state
+    keep_created_state(optimizer, [p], [state])

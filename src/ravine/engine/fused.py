@@ -80,7 +80,7 @@ class FusedRunner:
 
     def _run(self, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
         opt = self.optimizer
-        states = [opt.state[p] if opt.state.get(p) else {} for p in params]
+        states = eager.states_of(opt, params)
         key = tuple(id(p) for p in params)
         flat = self.flat_groups.get(key)
         if flat is None or not flat.intact(states):

@@ -391,7 +391,7 @@ class Optimizer(torch.optim.Optimizer):
         eager.unscale(params, self._inv_scale)
         foreach = group["foreach"]
         if foreach is None:
-            foreach = default_to_foreach(params) and "multi-tensor" in self.supported_paths()
+            foreach = eager.default_to_foreach(params) and "multi-tensor" in self.supported_paths()
         if not foreach or has_sparse:
             for p in params:
                 eager.run(self, [p], group, hp, batched=False)
@@ -415,8 +415,3 @@ def _caller_stacklevel() -> int:
     while frame is not None and frame.f_code.co_filename.startswith(internal):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def default_to_foreach(params: list[Tensor]) -> bool:
-    """torch's default: multi-tensor when every parameter is a plain (or DTensor) tensor on an accelerator."""
-    return eager.default_to_foreach(params)
