@@ -193,3 +193,16 @@ def test_a_compiled_function_calling_step_equals_eager(spec):
         spec.step(eager, params, step)
         compiled_step(step)
     assert _same([p.detach() for p in params], [p.detach() for p in other])
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "message"), [
+    (ravine.Adafactor, {"lr": "0.1"}, r"Invalid learning rate: '0.1' \(lr must be a number, not str\)"),
+    (ravine.Adafactor, {"eps": (None, "x")}, r"Invalid eps\[1\] value: 'x'"),
+    (ravine.Muon, {"momentum": "0.9"}, r"Invalid momentum value: '0.9'"),
+    (ravine.SparseAdam, {"eps": "1e-8"}, r"Invalid epsilon value: '1e-8'"),
+    (ravine.LBFGS, {"tolerance_grad": "x"}, r"Invalid tolerance_grad value: 'x'"),
+], ids=["Adafactor-lr", "Adafactor-eps", "Muon", "SparseAdam", "LBFGS"])
+def test_non_numbers_are_refused_at_construction_naming_the_argument(cls, kwargs, message):
+    """torch fails on these with Python's bare comparison error, or (LBFGS) only inside a step."""
+    with pytest.raises(TypeError, match=message):
+        cls([torch.zeros(3, 3, requires_grad=True)], **kwargs)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine.optimizer import Optimizer, ParamsT
+from ravine.engine.validation import check_numbers
 from ravine.engine.views import Hyper, StateView
 
 
@@ -42,7 +43,10 @@ class Adafactor(Optimizer):
         d: float = 1.0,
         weight_decay: float = 0.0,
 ) -> None:
-        # torch's messages, which already name the argument
+        # torch's messages, which already name the argument, after a type check that names it too
+        check_numbers(lr=lr, beta2_decay=beta2_decay, d=d, weight_decay=weight_decay, **{"eps[1]": eps[1]})
+        if eps[0] is not None:
+            check_numbers(**{"eps[0]": eps[0]})
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine.optimizer import Optimizer, ParamsT
-from ravine.engine.validation import check_lr
+from ravine.engine.validation import check_lr, check_numbers
 
 
 def _number(loss: Any) -> float:
@@ -145,6 +145,10 @@ class LBFGS(Optimizer):
         line_search_fn: str | None = None,
     ) -> None:
         check_lr(lr)
+        check_numbers(max_iter=max_iter, tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                      history_size=history_size)
+        if max_eval is not None:
+            check_numbers(max_eval=max_eval)
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         defaults = dict(

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine.optimizer import Optimizer, ParamsT
-from ravine.engine.validation import check_non_negative
+from ravine.engine.validation import check_non_negative, check_numbers
 from ravine.engine.views import Hyper, StateView
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -89,6 +89,7 @@ class Muon(Optimizer):
         ns_steps: int = 5,
         adjust_lr_fn: str | None = None,
 ) -> None:
+        check_numbers(lr=lr, weight_decay=weight_decay, momentum=momentum, eps=eps, ns_steps=ns_steps)
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:

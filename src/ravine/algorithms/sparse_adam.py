@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine.optimizer import Optimizer, ParamsT
-from ravine.engine.validation import check_betas
+from ravine.engine.validation import check_betas, check_numbers
 from ravine.engine.views import Hyper, StateView
 
 
@@ -37,6 +37,7 @@ class SparseAdam(Optimizer):
         eps: float = 1e-8,
         maximize: bool = False,
 ) -> None:
+        check_numbers(lr=lr, eps=eps)
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if not 0.0 < lr:

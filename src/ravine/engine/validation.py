@@ -33,6 +33,13 @@ def _number(value: Any, name: str = "value") -> float:
     raise TypeError(f"Invalid {label}: {value!r} ({name} must be a number, not {type(value).__name__})")
 
 
+def check_numbers(**values: Any) -> None:
+    """Each argument a number (a one-element tensor counts), or a TypeError naming it and its value. For
+    constructors whose range checks keep torch's own wording: the type is checked first, with the name."""
+    for name, value in values.items():
+        _number(value, name)
+
+
 def check_lr(lr: float | Tensor) -> None:
     """lr ≥ 0; a tensor lr must hold exactly one element."""
     if isinstance(lr, Tensor) and lr.numel() != 1:
