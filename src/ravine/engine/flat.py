@@ -49,6 +49,7 @@ class FlatGroup:
             for s, view in zip(states, self._views(buffer), strict=True):
                 s[key] = view
         self.states = states
+        self._layout: tuple[Tensor, Tensor] | None = None  # built by layout() for algorithms with reductions
 
     def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
         buffer = torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
@@ -64,7 +65,7 @@ class FlatGroup:
 
     def layout(self) -> tuple[Tensor, Tensor]:
         """(segment id of every element, element count of every tensor), built on first use."""
-        if getattr(self, "_layout", None) is None:
+        if self._layout is None:
             device = self.param_buffer.device
             numels = torch.tensor(self.numels, device=device)
             dtype = torch.int32 if self.offsets[-1] < 2**31 else torch.int64

@@ -118,8 +118,9 @@ class Optimizer(torch.optim.Optimizer):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give every subclass's constructor the engine flags, stated once here.
 
-        A subclass states only its own hyperparameters; ``maximize``, ``foreach``, ``fused``,
-        ``skip_nonfinite`` and ``state_dtype`` passed by keyword are taken by the engine before its
+        A subclass states only its own hyperparameters; the :data:`ENGINE_FLAGS` (``maximize``, ``foreach``,
+        ``fused``, ``skip_nonfinite``, ``state_dtype``, ``differentiable``) passed by keyword are taken by the
+        engine before its
         ``__init__`` runs — unless that ``__init__`` names the flag itself (torch's positional ``foreach`` in
         Adagrad, say), in which case it passes it on in ``defaults`` as usual.
         """
