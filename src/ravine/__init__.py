@@ -14,6 +14,7 @@ from ravine.algorithms import (
     AdamW,
     Lion,
     Muon,
+    MuonWithAuxAdam,
     NAdam,
     RAdam,
     RMSprop,
@@ -26,6 +27,7 @@ from ravine.factory import available_optimizers, create_optimizer
 from ravine.groups import param_groups
 from ravine.lookahead import Lookahead
 from ravine.memory import state_bytes
+from ravine.muon_routing import MuonGroups, muon_param_groups
 
 __version__ = "0.1.0"
 
@@ -44,6 +46,8 @@ __all__ = [
     "Lion",
     "Lookahead",
     "Muon",
+    "MuonGroups",
+    "MuonWithAuxAdam",
     "NAdam",
     "Optimizer",
     "RAdam",
@@ -55,6 +59,7 @@ __all__ = [
     "available_optimizers",
     "create_optimizer",
     "grads",
+    "muon_param_groups",
     "param_groups",
     "schedules",
     "state_bytes",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ravine.lookahead import Lookahead
-from ravine.registry import ALGORITHMS, canonical
+from ravine.registry import ALGORITHMS, MODEL_ROUTERS, canonical
 
 __all__ = ["available_optimizers", "create_optimizer"]
 
@@ -24,17 +24,23 @@ def available_optimizers() -> list[str]:
 def create_optimizer(name: str, params_or_model: Any, **kwargs: Any) -> torch.optim.Optimizer:
     """Build an optimizer by (case-insensitive) name.
 
-    ``params_or_model`` is anything the optimizer accepts, or an ``nn.Module`` (its parameters are used).
+    ``params_or_model`` is anything the optimizer accepts, or an ``nn.Module`` (its parameters are used; for
+    ``muonwithauxadam`` they are routed by :func:`ravine.muon_param_groups`, which takes the options).
     For ``lookahead_<name>``, ``k`` and ``alpha`` go to Lookahead and the rest to the inner optimizer::
 
         ravine.create_optimizer("lookahead_adamw", model, lr=1e-3, k=5, alpha=0.5)
+        ravine.create_optimizer("muon_with_aux_adam", model, lr=0.02, adam_lr=3e-4)
     """
     key = canonical(name)
-    params = params_or_model.parameters() if isinstance(params_or_model, nn.Module) else params_or_model
     inner = canonical(key.removeprefix("lookahead_"))
-    if key.startswith("lookahead_") and inner in _WRAPPABLE:
-        lookahead_kwargs = {k: kwargs.pop(k) for k in ("k", "alpha") if k in kwargs}
-        return Lookahead(ALGORITHMS[inner](params, **kwargs), **lookahead_kwargs)
-    if key not in ALGORITHMS:
+    wrapped = key.startswith("lookahead_") and inner in _WRAPPABLE
+    if not wrapped and key not in ALGORITHMS:
         raise ValueError(f"Invalid optimizer name: {name!r} (choose one of: {', '.join(available_optimizers())})")
-    return ALGORITHMS[key](params, **kwargs)
+    lookahead_kwargs = {k: kwargs.pop(k) for k in ("k", "alpha") if k in kwargs} if wrapped else {}
+    algorithm = inner if wrapped else key
+    if isinstance(params_or_model, nn.Module) and algorithm in MODEL_ROUTERS:
+        optimizer = ALGORITHMS[algorithm](MODEL_ROUTERS[algorithm](params_or_model, **kwargs))
+    else:
+        params = params_or_model.parameters() if isinstance(params_or_model, nn.Module) else params_or_model
+        optimizer = ALGORITHMS[algorithm](params, **kwargs)
+    return Lookahead(optimizer, **lookahead_kwargs) if wrapped else optimizer

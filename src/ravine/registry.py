@@ -26,6 +26,7 @@ from ravine.algorithms import (
     AdamW,
     Lion,
     Muon,
+    MuonWithAuxAdam,
     NAdam,
     RAdam,
     RMSprop,
@@ -33,16 +34,22 @@ from ravine.algorithms import (
     SparseAdam,
 )
 from ravine.lookahead import Lookahead
+from ravine.muon_routing import muon_param_groups
 
-__all__ = ["ALGORITHMS", "VARIANTS", "Variant", "canonical", "match_names", "resolve"]
+__all__ = ["ALGORITHMS", "MODEL_ROUTERS", "VARIANTS", "Variant", "canonical", "match_names", "resolve"]
 
 # name → class; the name is the class name lower-cased (torch.optim's spelling), aliases below.
 ALGORITHMS: dict[str, type[torch.optim.Optimizer]] = {
     cls.__name__.lower(): cls
     for cls in (SGD, Adagrad, RMSprop, Adam, AdamW, Lion, ADOPT, Adadelta, Adafactor, Adamax, ASGD, LBFGS, Muon,
-                NAdam, RAdam, Rprop, SparseAdam)
+                MuonWithAuxAdam, NAdam, RAdam, Rprop, SparseAdam)
 }
-ALIASES = {"sparse_adam": "sparseadam", "l_bfgs": "lbfgs", "sgd_momentum": "sgd"}
+ALIASES = {"sparse_adam": "sparseadam", "l_bfgs": "lbfgs", "sgd_momentum": "sgd",
+           "muon_with_aux_adam": "muonwithauxadam"}
+
+# Algorithms whose parameter groups are built from a model by rule: create_optimizer(name, model, **options)
+# calls the router with the options (MuonWithAuxAdam's groups come from ravine.muon_param_groups).
+MODEL_ROUTERS: dict[str, Any] = {"muonwithauxadam": muon_param_groups}
 
 
 def canonical(name: str) -> str:

@@ -10,6 +10,7 @@ from ravine.algorithms.asgd import ASGD
 from ravine.algorithms.lbfgs import LBFGS
 from ravine.algorithms.lion import Lion
 from ravine.algorithms.muon import Muon
+from ravine.algorithms.muon_with_aux_adam import MuonWithAuxAdam
 from ravine.algorithms.nadam import NAdam
 from ravine.algorithms.radam import RAdam
 from ravine.algorithms.rmsprop import RMSprop
@@ -19,5 +20,5 @@ from ravine.algorithms.sparse_adam import SparseAdam
 
 __all__ = [
     "ADOPT", "ASGD", "LBFGS", "SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Lion",
-    "Muon", "NAdam", "RAdam", "RMSprop", "Rprop", "SparseAdam",
+    "Muon", "MuonWithAuxAdam", "NAdam", "RAdam", "RMSprop", "Rprop", "SparseAdam",
 ]

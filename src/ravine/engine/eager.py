@@ -156,7 +156,11 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
     stacked = {k: torch.stack([s[k] for s in states]) for k in stacked_keys}
     work = torch.stack([p.detach() for p in params]).to(dtype)
     view = StateView([stacked], is_complex=False, batched=False)
-    optimizer.update(work, g, view, hp)
+    hp.batch_dims = 1
+    try:
+        optimizer.update(work, g, view, hp)
+    finally:
+        hp.batch_dims = 0
     for i, (p, state) in enumerate(zip(params, states, strict=True)):
         p.copy_(work[i])
         for key, value in stacked.items():

@@ -164,17 +164,24 @@ class Optimizer(torch.optim.Optimizer):
         """The paths this algorithm's math runs on: per-tensor, multi-tensor, fused (or its own closure loop)."""
         return PATHS_BY_KIND[cls.kind]
 
+    def kind_of(self, group: dict[str, Any]) -> MathKind:
+        """The kind of math a group's update needs. Default: the class's ``kind``; an optimizer whose groups
+        run different math (:class:`~ravine.MuonWithAuxAdam`: matrices orthogonalised, the rest AdamW) says
+        it per group, and each group then runs on the paths its own kind allows."""
+        return self.kind
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's ``add_param_group``, refusing a path this algorithm's kind of math cannot run on."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         self.check_group(self.options(group), at_step=False)
-        name, paths = type(self).__name__, self.supported_paths()
+        kind = self.kind_of(self.options(group))
+        name, paths = type(self).__name__, PATHS_BY_KIND[kind]
         if group.get("differentiable"):
             if group.get("fused"):
                 raise RuntimeError("`fused` does not support `differentiable`")
-            if self.kind != "elementwise":
-                raise ValueError(f"{name} does not support differentiable=True ({self.kind} math; torch's "
+            if kind != "elementwise":
+                raise ValueError(f"{name} does not support differentiable=True ({kind} math; torch's "
                                  f"{name}, where it exists, has no differentiable mode either)")
             if group.get("foreach"):
                 raise ValueError(f"{name}(differentiable=True) runs per tensor under autograd: leave foreach "
@@ -182,7 +189,7 @@ class Optimizer(torch.optim.Optimizer):
         for flag, path in (("fused", "fused"), ("foreach", "multi-tensor")):
             if group.get(flag) and path not in paths:
                 raise ValueError(
-                    f"{name}({flag}=True) is not available: {name}'s update is {self.kind} math, which runs "
+                    f"{name}({flag}=True) is not available: {name}'s update is {kind} math, which runs "
                     f"on {', '.join(paths)} only (leave {flag} unset or False)"
                 )
         if group.get("fused"):
@@ -390,13 +397,14 @@ class Optimizer(torch.optim.Optimizer):
             self._fused.step(group, params, hp)
             return
         eager.unscale(params, self._inv_scale)
+        kind = self.kind_of(group)
         foreach = group["foreach"]
         if foreach is None:
-            foreach = eager.default_to_foreach(params) and "multi-tensor" in self.supported_paths()
+            foreach = eager.default_to_foreach(params) and "multi-tensor" in PATHS_BY_KIND[kind]
         if not foreach or has_sparse:
             for p in params:
                 eager.run(self, [p], group, hp, batched=False)
-        elif self.kind == "tensorwise":
+        elif kind == "tensorwise":
             for batch in eager.batches(self, params, by_shape=True):
                 if self.batched_update and len(batch) > 1 and not batch[0].is_complex():
                     eager.run_stacked(self, batch, group, hp)

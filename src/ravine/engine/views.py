@@ -86,7 +86,10 @@ class Hyper:
     """A parameter group's hyperparameters as attributes (``hp.lr``, ``hp.betas``), plus ``hp.step``.
 
     ``step`` is the step count of the parameters being updated *after* this step's increment (1 on the
-    first step), as a Python float, or ``None`` for algorithms without a step counter.
+    first step), as a Python float, or ``None`` for algorithms without a step counter. ``batch_dims`` is the
+    number of leading dimensions the engine stacked in front of the parameters' own (1 when a
+    ``batched_update`` runs over same-shape parameters at once, else 0), so tensorwise math can tell a stack of
+    matrices from a parameter with more dimensions.
     """
 
     def __init__(self, group: Mapping[str, Any]) -> None:
@@ -95,6 +98,7 @@ class Hyper:
             if key != "params":
                 setattr(self, key, as_scalar_tensor(value) if keep_tensors else scalar(value))
         self.step: float | None = None
+        self.batch_dims = 0
 
     def __getattr__(self, key: str) -> Any:  # only called for missing attributes
         raise AttributeError(f"this parameter group has no hyperparameter {key!r}")
