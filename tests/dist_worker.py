@@ -40,10 +40,12 @@ BASE = {
     "RAdam": (ravine.RAdam, {"lr": 0.01}),
     "Rprop": (ravine.Rprop, {"lr": 0.01}),
     "Muon": (ravine.Muon, {"lr": 0.02}),  # on the matrices-only model (make_model("Muon"))
+    "MuonWithAuxAdam": (None, {}),
     "Adafactor": (ravine.Adafactor, {"lr": 0.01}),
 }
-# Whole-matrix math (Newton–Schulz; row/column statistics): FSDP2-sharded matrices are refused, with an error
-REFUSES_SHARDS = {"Muon", "Adafactor"}
+# Row/column statistics of a slice are not the matrix's: FSDP2-sharded matrices are refused, with an error.
+# (Muon's Newton–Schulz gathers each sharded matrix on one owner rank instead: ravine.engine.sharded.)
+REFUSES_SHARDS = {"Adafactor"}
 PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
 
 
@@ -55,7 +57,17 @@ class LookaheadAdamW(ravine.Lookahead):
 
 
 def optimizer_class(name: str):
-    return LookaheadAdamW if name == "Lookahead" else BASE[name][0]
+    return {"Lookahead": LookaheadAdamW, "MuonWithAuxAdam": ravine.MuonWithAuxAdam}.get(name) or BASE[name][0]
+
+
+def params_of(name: str, model: torch.nn.Module):
+    """What the optimizer is given: the parameters, or for MuonWithAuxAdam its groups (matrices to Muon, the
+    rest to AdamW; this model has no embedding or head to route)."""
+    if name != "MuonWithAuxAdam":
+        return model.parameters()
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim >= 2], "use_muon": True, "lr": 0.02},
+            {"params": [p for p in params if p.ndim < 2], "use_muon": False, "lr": 0.01}]
 
 
 CONFIGS = {f"{name}-{path}": (name, path) for name in BASE for path in PATHS
@@ -83,8 +95,17 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 def train_step(model, optimizer, step: int, rows: slice) -> None:
     x, y = batch(step)
     optimizer.zero_grad()
-    torch.nn.functional.mse_loss(model(x[rows]), y[rows]).backward()
-    ravine.grads.clip_grad_norm_(model.parameters(), MAX_NORM)
+    # MuonWithAuxAdam mixes AdamW (ε = 1e-10) with bfloat16 Newton–Schulz: a last-bit difference in a gradient
+    # grows until it flips a bfloat16 rounding (~2e-3 after 20 steps). So for it the single-process run sums
+    # the two ranks' half-batch gradients as DDP does (exactly: halving is exact), and global-norm clipping,
+    # whose sharded sum of squares rounds differently under FSDP2, is left out.
+    bf16_sensitive = isinstance(getattr(optimizer, "optim", optimizer), ravine.MuonWithAuxAdam)
+    halves = [slice(0, GLOBAL_BATCH // 2), slice(GLOBAL_BATCH // 2, None)]
+    for part in halves if bf16_sensitive and rows == slice(None) else [rows]:
+        loss = torch.nn.functional.mse_loss(model(x[part]), y[part])
+        (loss / 2 if part is not rows else loss).backward()
+    if not bf16_sensitive:
+        ravine.grads.clip_grad_norm_(model.parameters(), MAX_NORM)
     optimizer.step()
 
 
@@ -94,7 +115,7 @@ def full_params(model) -> list[torch.Tensor]:
 
 def ddp(name, path, rows):
     model = DistributedDataParallel(make_model(name))
-    optimizer = optimizer_class(name)(model.parameters(), **kwargs_for(name, path))
+    optimizer = optimizer_class(name)(params_of(name, model), **kwargs_for(name, path))
     for step in range(STEPS):
         train_step(model, optimizer, step, rows)
     return full_params(model.module)
@@ -103,7 +124,7 @@ def ddp(name, path, rows):
 def zero(name, path, rows, folder: Path, key: str):
     def build():
         model = DistributedDataParallel(make_model(name))
-        optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=optimizer_class(name),
+        optimizer = ZeroRedundancyOptimizer(params_of(name, model.module), optimizer_class=optimizer_class(name),
                                             **kwargs_for(name, path))
         return model, optimizer
 
@@ -132,7 +153,7 @@ def sharded(name, path):
     fully_shard(model[0])
     fully_shard(model[3])
     fully_shard(model)
-    return model, optimizer_class(name)(model.parameters(), **kwargs_for(name, path))
+    return model, optimizer_class(name)(params_of(name, model), **kwargs_for(name, path))
 
 
 def fsdp(name, path, rows):

@@ -70,8 +70,9 @@ class Muon(Optimizer):
     ``match_rms_adamw`` scaling). Only hidden-layer matrices belong here: give embeddings, the output head,
     biases and norms to AdamW. On the multi-tensor path (``foreach=True``, the default on GPUs) same-shape
     matrices are orthogonalised together, one batched matrix-product chain per shape. Under DDP and
-    ZeroRedundancyOptimizer it equals a single-process run; FSDP2-sharded matrices are refused with an error
-    (Newton–Schulz needs whole matrices). State: ``momentum_buffer``.
+    ZeroRedundancyOptimizer it equals a single-process run; under FSDP2 each sharded matrix is gathered whole on
+    one owner rank, orthogonalised there and scattered back (:mod:`ravine.engine.sharded`), so it equals a
+    single-process run too. State: ``momentum_buffer``.
     """
 
     kind = "tensorwise"
@@ -120,13 +121,6 @@ class Muon(Optimizer):
             raise RuntimeError("Muon does not support complex parameters")
         if p.grad.is_sparse:
             raise RuntimeError("Muon does not support sparse gradients")
-        if any(type(pl).__name__ == "Shard" for pl in getattr(p, "placements", ())):
-            raise RuntimeError(
-                f"Muon cannot orthogonalise a sharded matrix of shape {tuple(p.shape)} (placements "
-                f"{tuple(p.placements)}): Newton–Schulz needs the whole matrix on one rank, which ravine does not "
-                "gather yet. Use DDP or ZeroRedundancyOptimizer (each rank holds whole matrices), or keep the "
-                "matrices Muon optimizes out of FSDP sharding."
-            )
 
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:
         return {"momentum_buffer": torch.zeros_like(p)}

@@ -101,7 +101,7 @@ def keep_created_state(optimizer: Optimizer, params: list[Tensor], states: list[
             optimizer.state[p] = state
 
 
-def _advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, batched: bool,
+def advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, batched: bool,
              is_complex: bool) -> StateView:
     """Count the step, run the eager per-step hook, and give the update its state view."""
     if optimizer.step_counter:
@@ -123,7 +123,7 @@ def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: H
     grads = [p.grad for p in params]
     if group["maximize"]:
         grads = torch._foreach_neg(grads) if batched else [-grads[0]]
-    views = _advance(optimizer, states, hp, batched=batched, is_complex=params[0].is_complex())
+    views = advance(optimizer, states, hp, batched=batched, is_complex=params[0].is_complex())
     dtype = optimizer.compute_dtype(params[0], group)
     if dtype == params[0].dtype:
         work, g_work = [real_view(p) for p in params], [real_view(g) for g in grads]
@@ -150,7 +150,7 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
     g = torch.stack(grads).to(dtype)
     if group["maximize"]:
         g = g.neg_()
-    _advance(optimizer, states, hp, batched=True, is_complex=False)
+    advance(optimizer, states, hp, batched=True, is_complex=False)
     stacked_keys = [k for k, v in states[0].items() if torch.is_tensor(v) and k != "step"
                     and k not in optimizer.scalar_state]
     stacked = {k: torch.stack([s[k] for s in states]) for k in stacked_keys}
@@ -175,7 +175,7 @@ def run_differentiable(optimizer: Optimizer, p: Tensor, group: dict[str, Any], h
     """One step of ``update`` for one parameter, under autograd (``differentiable=True``)."""
     (state,) = states_of(optimizer, [p])
     grad = -p.grad if group["maximize"] else p.grad
-    _advance(optimizer, [state], hp, batched=False, is_complex=False)
+    advance(optimizer, [state], hp, batched=False, is_complex=False)
     dtype = optimizer.compute_dtype(p, group)
     # copies: the values the graph reads must not be the tensors written back into below
     work, g = DiffTensor(real_view(p).to(dtype, copy=True)), DiffTensor(real_view(grad).to(dtype))

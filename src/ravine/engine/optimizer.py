@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from ravine.engine import eager
+from ravine.engine import eager, sharded
 from ravine.engine.fused import ENGINE_KEYS, FusedRunner, compile_unavailable_reason
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_fused_flags, check_state_dtype
@@ -398,6 +398,13 @@ class Optimizer(torch.optim.Optimizer):
             return
         eager.unscale(params, self._inv_scale)
         kind = self.kind_of(group)
+        if kind == "tensorwise":  # whole-tensor math on FSDP2 shards: each tensor gathered on one owner rank
+            shards = [p for p in params if sharded.shard_dim(p) is not None]
+            if shards:
+                sharded.run_on_owners(self, shards, group, hp)
+                params = [p for p in params if sharded.shard_dim(p) is None]
+                if not params:
+                    return
         foreach = group["foreach"]
         if foreach is None:
             foreach = eager.default_to_foreach(params) and "multi-tensor" in PATHS_BY_KIND[kind]
