@@ -41,6 +41,7 @@ BASE = {
     "Rprop": (ravine.Rprop, {"lr": 0.01}),
     "Muon": (ravine.Muon, {"lr": 0.02}),  # on the matrices-only model (make_model("Muon"))
     "MuonWithAuxAdam": (None, {}),
+    "ScheduleFreeAdamW": (None, {"lr": 0.01, "warmup_steps": 5, "weight_decay": 0.01}),
     "Adafactor": (ravine.Adafactor, {"lr": 0.01}),
 }
 # Row/column statistics of a slice are not the matrix's: FSDP2-sharded matrices are refused, with an error.
@@ -56,8 +57,18 @@ class LookaheadAdamW(ravine.Lookahead):
         super().__init__(ravine.AdamW(params, **kwargs), k=3)
 
 
+class TrainingScheduleFreeAdamW(ravine.ScheduleFreeAdamW):
+    """Schedule-Free AdamW put in train mode when built (ZeroRedundancyOptimizer builds it on every rank)."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.train()
+
+
 def optimizer_class(name: str):
-    return {"Lookahead": LookaheadAdamW, "MuonWithAuxAdam": ravine.MuonWithAuxAdam}.get(name) or BASE[name][0]
+    special = {"Lookahead": LookaheadAdamW, "MuonWithAuxAdam": ravine.MuonWithAuxAdam,
+               "ScheduleFreeAdamW": TrainingScheduleFreeAdamW}
+    return special.get(name) or BASE[name][0]
 
 
 def params_of(name: str, model: torch.nn.Module):

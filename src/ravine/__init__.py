@@ -19,6 +19,8 @@ from ravine.algorithms import (
     RAdam,
     RMSprop,
     Rprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
     SparseAdam,
 )
 from ravine.engine import Optimizer, TensorList
@@ -53,6 +55,8 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "Rprop",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "SparseAdam",
     "TensorList",
     "__version__",

@@ -91,6 +91,21 @@ class Lookahead(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
+    def train(self) -> None:
+        """The inner optimizer's ``train()`` (Schedule-Free: parameters back to y, where gradients are taken)."""
+        self._inner_mode("train")
+
+    def eval(self) -> None:
+        """The inner optimizer's ``eval()`` (Schedule-Free: parameters to x, the average to evaluate)."""
+        self._inner_mode("eval")
+
+    def _inner_mode(self, mode: str) -> None:
+        switch = getattr(self.optimizer, mode, None)
+        if not callable(switch):
+            raise AttributeError(f"Lookahead.{mode}(): the inner {type(self.optimizer).__name__} has no {mode}() "
+                                 "(only Schedule-Free optimizers have train and eval modes)")
+        switch()
+
     def __repr__(self) -> str:
         return f"Lookahead(k={self.k}, alpha={self.alpha}, optimizer={self.optimizer!r})"
 

@@ -31,6 +31,8 @@ from ravine.algorithms import (
     RAdam,
     RMSprop,
     Rprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
     SparseAdam,
 )
 from ravine.lookahead import Lookahead
@@ -42,10 +44,12 @@ __all__ = ["ALGORITHMS", "MODEL_ROUTERS", "VARIANTS", "Variant", "canonical", "m
 ALGORITHMS: dict[str, type[torch.optim.Optimizer]] = {
     cls.__name__.lower(): cls
     for cls in (SGD, Adagrad, RMSprop, Adam, AdamW, Lion, ADOPT, Adadelta, Adafactor, Adamax, ASGD, LBFGS, Muon,
-                MuonWithAuxAdam, NAdam, RAdam, Rprop, SparseAdam)
+                MuonWithAuxAdam, NAdam, RAdam, Rprop, ScheduleFreeSGD, ScheduleFreeAdamW, SparseAdam)
 }
 ALIASES = {"sparse_adam": "sparseadam", "l_bfgs": "lbfgs", "sgd_momentum": "sgd",
-           "muon_with_aux_adam": "muonwithauxadam"}
+           "muon_with_aux_adam": "muonwithauxadam", "schedule_free_sgd": "schedulefreesgd",
+           "schedule_free_adamw": "schedulefreeadamw", "sgdschedulefree": "schedulefreesgd",
+           "adamwschedulefree": "schedulefreeadamw"}
 
 # Algorithms whose parameter groups are built from a model by rule: create_optimizer(name, model, **options)
 # calls the router with the options (MuonWithAuxAdam's groups come from ravine.muon_param_groups).

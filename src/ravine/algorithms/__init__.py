@@ -15,10 +15,12 @@ from ravine.algorithms.nadam import NAdam
 from ravine.algorithms.radam import RAdam
 from ravine.algorithms.rmsprop import RMSprop
 from ravine.algorithms.rprop import Rprop
+from ravine.algorithms.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from ravine.algorithms.sgd import SGD
 from ravine.algorithms.sparse_adam import SparseAdam
 
 __all__ = [
     "ADOPT", "ASGD", "LBFGS", "SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Lion",
-    "Muon", "MuonWithAuxAdam", "NAdam", "RAdam", "RMSprop", "Rprop", "SparseAdam",
+    "Muon", "MuonWithAuxAdam", "NAdam", "RAdam", "RMSprop", "Rprop", "ScheduleFreeAdamW", "ScheduleFreeSGD",
+    "SparseAdam",
 ]

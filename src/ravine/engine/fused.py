@@ -91,7 +91,7 @@ class FusedRunner:
         steps = [s["step"] for s in states] if opt.step_counter else []
         hp.step = steps[0].item() + 1 if steps else None
         # The eager per-step hook (per-parameter scalars such as NAdam's mu_product) runs before the kernel.
-        extra = opt.step_scalars(StateView(states, is_complex=False, batched=True), hp)
+        extra = {**hp.extra, **opt.step_scalars(StateView(states, is_complex=False, batched=True), hp)}
         # Scalar arithmetic (bias corrections, lr/bc) in float64, as the eager paths do it in Python floats.
         device = params[0].device
         scalar_type = torch.float32 if device.type == "mps" else torch.float64

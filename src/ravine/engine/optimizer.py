@@ -222,6 +222,12 @@ class Optimizer(torch.optim.Optimizer):
         """
         return {}
 
+    def group_scalars(self, group: dict[str, Any]) -> dict[str, Any]:
+        """Per-group numbers advanced once per step, before any update of the group, which reads them as
+        ``hp.<name>`` (Schedule-Free's averaging weight). Runs for every group at every step taken, with or
+        without gradients, and may write counters into the group (saved with the state dict). Default: none."""
+        return {}
+
     def check_group(self, group: ChainMap[str, Any], *, at_step: bool) -> None:
         """Refuse a group's options torch refuses (checked when the group is added and at every step). Default:
         nothing beyond the constructor's checks."""
@@ -285,7 +291,7 @@ class Optimizer(torch.optim.Optimizer):
             device = p.device if self.step_on_param_device else None
             state["step"] = torch.zeros((), dtype=scalar_dtype(), device=device)
         dtype = self.compute_dtype(p, group)
-        like = p if dtype == p.dtype else torch.empty_like(p, dtype=dtype)
+        like = p if dtype == p.dtype else p.detach().to(dtype)  # state may start from p's values (Schedule-Free)
         state.update(self.init_state(like, hp))
         return state
 
@@ -376,10 +382,14 @@ class Optimizer(torch.optim.Optimizer):
         """Create missing state, then hand the group to the runner its flags and kind of math call for."""
         group = self.options(loaded_group)
         params = [p for p in group["params"] if p.grad is not None]
+        per_group = self.group_scalars(group)
         if not params:
             return
         self.check_group(group, at_step=True)
         hp = Hyper(group)
+        for key, value in per_group.items():
+            setattr(hp, key, value)
+        hp.extra = per_group
         has_sparse = False
         for p in params:
             self.check_param(p)

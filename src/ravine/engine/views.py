@@ -99,6 +99,7 @@ class Hyper:
                 setattr(self, key, as_scalar_tensor(value) if keep_tensors else scalar(value))
         self.step: float | None = None
         self.batch_dims = 0
+        self.extra: dict[str, Any] = {}  # the group_scalars values, which the fused step takes as inputs
 
     def __getattr__(self, key: str) -> Any:  # only called for missing attributes
         raise AttributeError(f"this parameter group has no hyperparameter {key!r}")
