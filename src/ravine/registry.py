@@ -24,6 +24,7 @@ from ravine.algorithms import (
     Adam,
     Adamax,
     AdamW,
+    AdEMAMix,
     Lion,
     Muon,
     MuonWithAuxAdam,
@@ -43,8 +44,8 @@ __all__ = ["ALGORITHMS", "MODEL_ROUTERS", "VARIANTS", "Variant", "canonical", "m
 # name → class; the name is the class name lower-cased (torch.optim's spelling), aliases below.
 ALGORITHMS: dict[str, type[torch.optim.Optimizer]] = {
     cls.__name__.lower(): cls
-    for cls in (SGD, Adagrad, RMSprop, Adam, AdamW, Lion, ADOPT, Adadelta, Adafactor, Adamax, ASGD, LBFGS, Muon,
-                MuonWithAuxAdam, NAdam, RAdam, Rprop, ScheduleFreeSGD, ScheduleFreeAdamW, SparseAdam)
+    for cls in (SGD, Adagrad, RMSprop, Adam, AdamW, AdEMAMix, Lion, ADOPT, Adadelta, Adafactor, Adamax, ASGD,
+                LBFGS, Muon, MuonWithAuxAdam, NAdam, RAdam, Rprop, ScheduleFreeSGD, ScheduleFreeAdamW, SparseAdam)
 }
 ALIASES = {"sparse_adam": "sparseadam", "l_bfgs": "lbfgs", "sgd_momentum": "sgd",
            "muon_with_aux_adam": "muonwithauxadam", "schedule_free_sgd": "schedulefreesgd",

@@ -5,6 +5,7 @@ from ravine.algorithms.adafactor import Adafactor
 from ravine.algorithms.adagrad import Adagrad
 from ravine.algorithms.adam import Adam, AdamW
 from ravine.algorithms.adamax import Adamax
+from ravine.algorithms.ademamix import AdEMAMix
 from ravine.algorithms.adopt import ADOPT
 from ravine.algorithms.asgd import ASGD
 from ravine.algorithms.lbfgs import LBFGS
@@ -20,7 +21,25 @@ from ravine.algorithms.sgd import SGD
 from ravine.algorithms.sparse_adam import SparseAdam
 
 __all__ = [
-    "ADOPT", "ASGD", "LBFGS", "SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Lion",
-    "Muon", "MuonWithAuxAdam", "NAdam", "RAdam", "RMSprop", "Rprop", "ScheduleFreeAdamW", "ScheduleFreeSGD",
+    "ADOPT",
+    "ASGD",
+    "LBFGS",
+    "SGD",
+    "AdEMAMix",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Lion",
+    "Muon",
+    "MuonWithAuxAdam",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Rprop",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "SparseAdam",
 ]

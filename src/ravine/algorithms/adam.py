@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ravine.algorithms.building_blocks import apply_weight_decay, update_moments
+from ravine.engine.modifiers import ademamix_active, ademamix_scalars, cautious, mix_slow_momentum
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import (
@@ -38,6 +39,7 @@ class Adam(Optimizer):
     """
 
     step_counter = True
+    modifier_points = ("update", "momentum")
 
     def __init__(
         self,
@@ -78,7 +80,12 @@ class Adam(Optimizer):
         state = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
         if hp.amsgrad:
             state["max_exp_avg_sq"] = torch.zeros_like(p)
+        if ademamix_active(hp):
+            state["exp_avg_slow"] = torch.zeros_like(p)
         return state
+
+    def step_scalars(self, state: StateView, hp: Hyper) -> dict[str, Any]:
+        return ademamix_scalars(hp, hp.betas[0]) if ademamix_active(hp) else {}
 
     def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
         beta1, beta2 = hp.betas
@@ -93,7 +100,17 @@ class Adam(Optimizer):
             denom = second_moment.sqrt().div_(bias_correction2**0.5).add_(hp.eps)
         else:
             denom = second_moment.div(bias_correction2).add_(hp.eps_root).sqrt_().add_(hp.eps)
-        p.addcdiv_(state.exp_avg, denom, value=-(hp.lr / bias_correction1))
+        if not hp.cautious and not ademamix_active(hp):
+            p.addcdiv_(state.exp_avg, denom, value=-(hp.lr / bias_correction1))
+            return
+        # with modifiers: u = (m̂₁ [+ α·m₂]) / d, [masked where it disagrees with g], p ← p − lr·u
+        direction = state.exp_avg.div(bias_correction1)
+        if ademamix_active(hp):
+            direction = mix_slow_momentum(direction, grad, state, hp)
+        direction = direction.div_(denom)
+        if hp.cautious:
+            direction = cautious(direction, grad)
+        p.add_(direction, alpha=-hp.lr)
 
 
 class AdamW(Adam):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ravine.engine.modifiers import cautious
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_betas, check_lr, check_non_negative
@@ -23,8 +24,11 @@ class Lion(Optimizer):
     Paper: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023. It keeps one state
     tensor (``exp_avg``), half of AdamW's, and wants an lr 3–10× smaller and a weight decay 3–10× larger
     than AdamW. ``maximize`` negates the gradient first (torch's convention); complex parameters are
-    treated as pairs of real coordinates.
+    treated as pairs of real coordinates. ``cautious=True`` masks the sign update where it disagrees with
+    the gradient (:mod:`ravine.engine.modifiers`).
     """
+
+    modifier_points = ("update",)
 
     def __init__(
         self,
@@ -47,5 +51,7 @@ class Lion(Optimizer):
         if hp.weight_decay != 0:
             p.mul_(1 - hp.lr * hp.weight_decay)
         direction = state.exp_avg.mul(beta1).add_(grad, alpha=1 - beta1).sign_()
+        if hp.cautious:
+            direction = cautious(direction, grad)
         p.add_(direction, alpha=-hp.lr)
         state.exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)

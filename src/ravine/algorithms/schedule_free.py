@@ -12,8 +12,9 @@ from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_betas, check_lr, check_non_negative, check_numbers
 from ravine.engine.views import Hyper, StateView
 
-# Counters the reference keeps in each parameter group (and so in the state dict), with their start values.
-GROUP_COUNTERS: dict[str, Any] = {"k": 0, "train_mode": False, "weight_sum": 0.0, "lr_max": -1.0,
+# Counters the reference keeps in each parameter group (and so in the state dict), with their start values
+# (train_mode starts True here: see ScheduleFree).
+GROUP_COUNTERS: dict[str, Any] = {"k": 0, "train_mode": True, "weight_sum": 0.0, "lr_max": -1.0,
                                   "scheduled_lr": 0.0}
 
 
@@ -34,8 +35,10 @@ class ScheduleFree(Optimizer):
 
     **What to evaluate and save.** Call ``optimizer.eval()`` before evaluating, before saving the model's
     weights for use elsewhere, and before ``torch.save``-ing a checkpoint whose weights should be x; call
-    ``optimizer.train()`` before the next training step. Like the reference, a new optimizer starts in eval
-    mode: call ``optimizer.train()`` once before the first step. **BatchNorm**: running statistics were
+    ``optimizer.train()`` before the next training step. A new optimizer starts in train mode (the reference
+    starts in eval mode and refuses to step until ``train()`` is called; with no average yet the two modes
+    hold the same weights, so calling ``train()`` first, as the reference's users do, changes nothing).
+    **BatchNorm**: running statistics were
     gathered at y, not x; before evaluating, recompute them at x with a few training-mode forward passes
     (``model.train()`` with ``torch.no_grad()``, after ``optimizer.eval()``), as the authors recommend.
     Under ZeroRedundancyOptimizer each rank swaps only the parameters it owns: broadcast afterwards (or swap

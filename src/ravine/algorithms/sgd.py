@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ravine.engine.modifiers import cautious
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_lr, check_non_negative
@@ -24,9 +25,12 @@ class SGD(Optimizer):
     With ``momentum=β, dampening=β`` the buffer is the exponentially weighted average of the gradients,
     ``b ← β·b + (1 − β)·g`` (the "momentum as EWA" form). Nesterov is Sutskever et al. (2013) in torch's
     look-ahead form. Defaults and state (``momentum_buffer``, only when ``momentum != 0``) match torch.
+    ``cautious=True`` masks the step where it disagrees with the gradient (:mod:`ravine.engine.modifiers`;
+    dense gradients only).
     """
 
     supports_sparse = True
+    modifier_points = ("update",)
 
     def __init__(
         self,
@@ -54,6 +58,8 @@ class SGD(Optimizer):
         return hp.momentum != 0  # the buffer starts as a copy of the first gradient
 
     def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
+        if hp.cautious and getattr(grad, "is_sparse", False):
+            raise RuntimeError("SGD(cautious=True) does not support sparse gradients")
         if hp.weight_decay != 0:
             grad = grad.add(p, alpha=hp.weight_decay)
         if hp.momentum != 0:
@@ -62,5 +68,8 @@ class SGD(Optimizer):
                 buf = state.momentum_buffer = grad.clone()
             else:
                 buf.mul_(hp.momentum).add_(grad, alpha=1 - hp.dampening)
-            grad = grad.add(buf, alpha=hp.momentum) if hp.nesterov else buf
+            direction = grad.add(buf, alpha=hp.momentum) if hp.nesterov else buf
+            if hp.cautious:
+                direction = cautious(direction.clone(), grad)  # the buffer itself stays unmasked
+            grad = direction
         p.add_(grad, alpha=-hp.lr)

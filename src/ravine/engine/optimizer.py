@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ravine.engine import eager, sharded
 from ravine.engine.fused import ENGINE_KEYS, FusedRunner, compile_unavailable_reason
+from ravine.engine.modifiers import MODIFIER_OPTIONS, check_modifier_options, supported_options
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_fused_flags, check_state_dtype
 from ravine.engine.views import Hyper, StateView
@@ -96,6 +97,9 @@ class Optimizer(torch.optim.Optimizer):
       :meth:`step_scalars`; never flattened into fused buffers.
     * ``eager_state`` — create state at construction rather than at the first step (torch's Adagrad).
     * ``supports_sparse`` — accept sparse gradients (they always take the per-tensor path).
+    * ``modifier_points`` — the points of the update that modifiers may change (``"update"``: the step
+      direction, for ``cautious=True``; ``"momentum"``: the bias-corrected first moment, for AdEMAMix's
+      ``ademamix_alpha``); see :mod:`ravine.engine.modifiers`. The update calls them there.
 
     Every ravine optimizer also understands two group options, passed through ``defaults``:
 
@@ -114,6 +118,7 @@ class Optimizer(torch.optim.Optimizer):
     step_on_param_device: ClassVar[bool] = False
     batched_update: ClassVar[bool] = False
     reductions: ClassVar[bool] = False
+    modifier_points: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give every subclass's constructor the engine flags, stated once here.
@@ -133,7 +138,7 @@ class Optimizer(torch.optim.Optimizer):
         @functools.wraps(init)
         def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
             flags = self.__dict__.setdefault("_engine_flags", {})
-            for name in ENGINE_FLAGS:
+            for name in (*ENGINE_FLAGS, *MODIFIER_OPTIONS):
                 if name in kwargs and name not in own:
                     flags[name] = kwargs.pop(name)
             init(self, *args, **kwargs)
@@ -142,7 +147,8 @@ class Optimizer(torch.optim.Optimizer):
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         defaults = dict(defaults)
-        for name, value in {**ENGINE_FLAGS, **self.__dict__.pop("_engine_flags", {})}.items():
+        own_defaults = {**ENGINE_FLAGS, **supported_options(self.modifier_points)}
+        for name, value in {**own_defaults, **self.__dict__.pop("_engine_flags", {})}.items():
             defaults.setdefault(name, value)
         defaults["state_dtype"] = check_state_dtype(defaults.get("state_dtype"))
         defaults.setdefault("skipped_steps", 0)
@@ -174,6 +180,7 @@ class Optimizer(torch.optim.Optimizer):
         """torch's ``add_param_group``, refusing a path this algorithm's kind of math cannot run on."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        check_modifier_options(type(self).__name__, self.modifier_points, dict(self.options(group)))
         self.check_group(self.options(group), at_step=False)
         kind = self.kind_of(self.options(group))
         name, paths = type(self).__name__, PATHS_BY_KIND[kind]

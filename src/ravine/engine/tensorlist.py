@@ -165,6 +165,10 @@ class TensorList:
         """Each tensor's mean."""
         return TensorList([t.mean() for t in self.tensors])
 
+    def numel(self) -> TensorList:
+        """Each tensor's element count, as a 0-d tensor of its dtype (it broadcasts like a reduction)."""
+        return TensorList([t.new_tensor(float(t.numel())) for t in self.tensors])
+
     def clone(self) -> TensorList:
         """Multi-tensor ``Tensor.clone``."""
         return TensorList([t.clone() for t in self.tensors])

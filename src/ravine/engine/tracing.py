@@ -187,7 +187,10 @@ class FusedTensor:
 
     def _segment_sum(self, x: Tensor) -> Tensor:
         ids, counts = self._segments()
-        return torch.zeros_like(counts, dtype=x.dtype).index_add_(0, ids, x)
+        # One spare slot: inductor's C++ backend fails to vectorise a scatter into a 1-element buffer (torch
+        # 2.13: "assert isinstance(index, CppCSEVariable) and index.is_vec"), i.e. a group of one tensor.
+        totals = torch.zeros(counts.shape[0] + 1, dtype=x.dtype, device=x.device)
+        return totals.index_add_(0, ids, x)[:-1]
 
     def norm(self) -> FusedTensor:
         """Each tensor's L2 norm (a segment reduction)."""
@@ -202,11 +205,16 @@ class FusedTensor:
         _, counts = self._segments()
         return self._per_tensor(self._segment_sum(self.t) / counts.to(self.t.dtype))
 
+    def numel(self) -> FusedTensor:
+        """Each tensor's element count, at every element of the tensor."""
+        _, counts = self._segments()
+        return self._per_tensor(counts.to(self.t.dtype))
+
     def amax(self) -> FusedTensor:
         """Each tensor's maximum (a segment reduction)."""
         ids, counts = self._segments()
-        lowest = torch.full_like(counts, float("-inf"), dtype=self.t.dtype)
-        return self._per_tensor(lowest.scatter_reduce_(0, ids, self.t, "amax", include_self=True))
+        lowest = torch.full((counts.shape[0] + 1,), float("-inf"), dtype=self.t.dtype, device=self.t.device)
+        return self._per_tensor(lowest.scatter_reduce_(0, ids, self.t, "amax", include_self=True)[:-1])
 
     @_out
     def add(self, other: Any, alpha: Any = 1) -> Tensor:
