@@ -25,3 +25,18 @@ def test_bench_step_writes_table_json_and_chart(tmp_path, capsys):
     assert {r["state_bytes_per_param"] for r in result["rows"] if r["algorithm"] == "Lion"} == {4.0}
     assert (out / "step.png").read_bytes()[:4] == b"\x89PNG"
     assert "| Lion | ravine fused |" in capsys.readouterr().out
+
+
+def test_bench_muon_writes_ratios_against_torch(tmp_path, capsys):
+    from ravine.bench import muon
+
+    assert muon.newton_schulz_flops([(512, 2048)], steps=1) == 2 * (2 * 512 * 512 * 2048 + 512**3)
+    out = tmp_path / "muon"
+    assert main(["bench", "muon", "--scale", "0.05", "--rounds", "1", "-o", str(out)]) == 0
+    result = json.loads((out / "muon.json").read_text())
+    names = {r["implementation"] for r in result["rows"]}
+    assert {"torch.optim.Muon", "ravine Muon multi-tensor", "ravine MuonWithAuxAdam"} <= names
+    torch_row = next(r for r in result["rows"] if r["implementation"] == "torch.optim.Muon")
+    assert torch_row["ratio_to_torch"] == 1.0
+    assert result["machine"]["matrices"] == 33
+    assert "| ravine Muon multi-tensor |" in capsys.readouterr().out

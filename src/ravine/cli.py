@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(commands)
 
-    bench = commands.add_parser("bench", help="benchmarks: 'step' (GB/s per optimizer), 'compile' (compile time)",
-                                add_help=False)
-    bench.add_argument("benchmark", choices=["step", "compile"])
+    bench = commands.add_parser("bench", help="benchmarks: 'step' (GB/s per optimizer), 'muon' (Muon against "
+                                "torch.optim.Muon), 'compile' (compile time)", add_help=False)
+    bench.add_argument("benchmark", choices=["step", "muon", "compile"])
     return parser
 
 
@@ -124,9 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":  # the benchmark parses its own options
         from ravine.bench import compile as compile_bench
+        from ravine.bench import muon as muon_bench
         from ravine.bench import step as step_bench
 
-        return (step_bench if args.benchmark == "step" else compile_bench).main(extra)
+        return {"step": step_bench, "muon": muon_bench, "compile": compile_bench}[args.benchmark].main(extra)
     # KEY=VALUE schedule arguments may follow options such as --steps; everything else is an error.
     if extra and not (args.command == "schedule" and all("=" in item for item in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

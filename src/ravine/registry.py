@@ -112,6 +112,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("Lion", "lion", default_lr=1e-4, demo_lr=1e-3),
     Variant("ADOPT", "adopt", default_lr=1e-3, demo_lr=1e-2),
     Variant("Lookahead(Adam)", "adam", default_lr=1e-3, demo_lr=1e-2, lookahead=True),
+    Variant("Schedule-Free AdamW", "schedulefreeadamw", {"weight_decay": 0.0}, default_lr=2.5e-3, demo_lr=1e-2),
     Variant("NAdam", "nadam", default_lr=2e-3, demo_lr=1e-2, in_race=False),
     Variant("RAdam", "radam", default_lr=1e-3, demo_lr=1e-2, in_race=False),
     Variant("Adamax", "adamax", default_lr=2e-3, demo_lr=1e-2, in_race=False),

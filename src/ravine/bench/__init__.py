@@ -1,1 +1,2 @@
-"""Benchmarks: the optimizer step (``ravine bench step``) and compile cost (``ravine bench compile``)."""
+"""Benchmarks: the optimizer step (``ravine bench step``), Muon (``ravine bench muon``) and compile cost
+(``ravine bench compile``)."""
