@@ -121,4 +121,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("ASGD", "asgd", default_lr=1e-2, demo_lr=0.1, in_race=False),
     Variant("Rprop", "rprop", default_lr=1e-2, demo_lr=1e-2, in_race=False),
     Variant("Lookahead(AdamW)", "adamw", default_lr=1e-3, in_race=False, in_demo=False, lookahead=True),
+    Variant("Cautious AdamW", "adamw", {"cautious": True}, default_lr=1e-3, demo_lr=1e-2, in_race=False),
+    Variant("AdEMAMix", "ademamix", default_lr=1e-3, demo_lr=1e-2, in_race=False),
 ]}

@@ -122,7 +122,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ravine bench muon", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0, help="parameter-set scale (1.0 = 29.4 M in 33 matrices)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="parameter-set scale (1.0 = 29.4 M in 33 matrices)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("-o", "--output", default="bench-muon", help="folder for muon.md and muon.json")

@@ -10,6 +10,7 @@ use this in a timed test.
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import platform
 import statistics
@@ -43,6 +44,9 @@ BYTES_PER_PARAM = {
     "RAdam": 28,
     "ASGD": 20,
     "Rprop": 28,
+    "Cautious AdamW": 28,  # the mask and its per-tensor count are computed in the kernel: no extra traffic
+    "AdEMAMix": 36,  # AdamW plus the slow EMA, read and written
+    "Schedule-Free AdamW": 28,  # z and v instead of m and v
 }
 COPY_BYTES = 12  # a.add_(b): read a and b, write a
 
@@ -61,9 +65,13 @@ def transformer_params(scale: float = 1.0, device: str = "cpu", dtype: torch.dty
 
 
 def _torch_class(name: str) -> type[torch.optim.Optimizer] | None:
-    """torch.optim's class for a variant, when torch ships the algorithm (and the variant is not wrapped)."""
+    """torch.optim's class for a variant, when torch ships the algorithm with the variant's options (not
+    wrapped, no ravine-only modifier such as ``cautious``)."""
     variant = VARIANTS[name]
-    return None if variant.lookahead else getattr(torch.optim, ALGORITHMS[variant.algorithm].__name__, None)
+    cls = None if variant.lookahead else getattr(torch.optim, ALGORITHMS[variant.algorithm].__name__, None)
+    if cls is None or not set(variant.options) <= set(inspect.signature(cls).parameters):
+        return None
+    return cls
 
 
 def _torch_optim(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimizer]:
