@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ravine.algorithms.muon_with_aux_adam import ADAM_DEFAULTS, MUON_DEFAULTS
+from ravine.groups import _named_groups_supported
 
 __all__ = ["MuonGroups", "Route", "muon_param_groups"]
 
@@ -105,8 +106,6 @@ def muon_param_groups(
     Returns a :class:`MuonGroups`: the groups (empty ones left out), each parameter as a ``(name, tensor)``
     pair where torch supports named groups, plus ``routes`` and ``table()``.
     """
-    from ravine.groups import _named_groups_supported
-
     overrides = dict(overrides or {})
     for pattern, target in overrides.items():
         if target not in ("muon", "adamw"):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 import ravine
-from ravine.bench.step import _sync, transformer_params
+from ravine.bench.step import _median_ms, _sync, transformer_params
 
 
 def matrices(scale: float, device: str) -> list[torch.Tensor]:
@@ -45,14 +45,7 @@ def matmul_rate(device: str, repeats: int) -> float:
     """bf16 FLOP/s of a 2048×2048 by 2048×2048 product, median of ``repeats``."""
     a = torch.randn(2048, 2048, device=device, dtype=torch.bfloat16)
     a @ a
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        a @ a
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 2 * 2048**3 / statistics.median(times)
+    return 2 * 2048**3 / (_median_ms(lambda: a @ a, device, repeats) * 1e-3)
 
 
 def candidates() -> dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]]:

@@ -100,7 +100,7 @@ class FusedRunner:
         with torch._dynamo.config.patch(recompile_limit=128):
             compiled_update()(
                 type(opt).update, opt, flat.param_buffer, flat.grad_buffer, flat.state_buffers,
-                scalars, statics, flags, flat.layout() if opt.reductions or group.get("cautious") else None,
+                scalars, statics, flags, flat.layout() if opt.needs_reductions(group) else None,
             )
         if steps:  # counted only once the step has run
             torch._foreach_add_(steps, 1)

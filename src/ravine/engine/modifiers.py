@@ -29,6 +29,7 @@ MODIFIERS: dict[str, dict[str, Any]] = {
                  "ademamix_beta3_warmup": None},
 }
 POINTS = {"cautious": "update", "ademamix": "momentum"}
+REDUCES = {"cautious"}  # modifiers whose math takes a whole-tensor reduction (the count of kept coordinates)
 MODIFIER_OPTIONS: dict[str, Any] = {k: v for options in MODIFIERS.values() for k, v in options.items()}
 
 
@@ -56,6 +57,11 @@ def check_modifier_options(algorithm: str, points: tuple[str, ...], options: dic
                 check_numbers(**{key: options[key]})
                 if not options[key] > 0:
                     raise ValueError(f"Invalid {key}: {options[key]} (a number of steps > 0, or None)")
+
+
+def modifiers_reduce(group: Any) -> bool:
+    """Whether a group turns on a modifier whose math takes whole-tensor reductions."""
+    return any(group.get(name) for name in REDUCES)
 
 
 # ---- cautious --------------------------------------------------------------------------------------------------

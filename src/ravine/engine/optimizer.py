@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ravine.engine import eager, sharded
 from ravine.engine.fused import ENGINE_KEYS, FusedRunner, compile_unavailable_reason
-from ravine.engine.modifiers import MODIFIER_OPTIONS, check_modifier_options, supported_options
+from ravine.engine.modifiers import MODIFIER_OPTIONS, check_modifier_options, modifiers_reduce, supported_options
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_fused_flags, check_state_dtype
 from ravine.engine.views import Hyper, StateView
@@ -169,6 +169,11 @@ class Optimizer(torch.optim.Optimizer):
     def supported_paths(cls) -> tuple[str, ...]:
         """The paths this algorithm's math runs on: per-tensor, multi-tensor, fused (or its own closure loop)."""
         return PATHS_BY_KIND[cls.kind]
+
+    def needs_reductions(self, group: dict[str, Any]) -> bool:
+        """Whether a group's update takes whole-tensor reductions: the class says so (``reductions``), or a
+        modifier the group turns on does (``cautious``)."""
+        return self.reductions or modifiers_reduce(group)
 
     def kind_of(self, group: dict[str, Any]) -> MathKind:
         """The kind of math a group's update needs. Default: the class's ``kind``; an optimizer whose groups
