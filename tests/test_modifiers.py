@@ -125,6 +125,38 @@ def test_the_ademamix_class_takes_the_reference_signature():
         ravine.AdEMAMix(ours_model.parameters(), betas=(0.9, 0.999))
 
 
+class PaperCautiousLion(torch.optim.Optimizer):
+    """Lion (Chen et al., 2023, Program 1) with the cautious mask of Liang et al. (2024) on its sign update."""
+
+    def __init__(self, params, lr, betas, weight_decay):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                g = p.grad
+                update = (beta1 * m + (1 - beta1) * g).sign()
+                mask = (update * g > 0).to(g.dtype)
+                update = update * mask * (mask.numel() / (mask.sum() + 1))
+                p.mul_(1 - group["lr"] * group["weight_decay"]).sub_(group["lr"] * update)
+                m.mul_(beta2).add_((1 - beta2) * g)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_cautious_lion_matches_its_papers_over_100_steps(path):
+    ours_model = _model()
+    paper_model = copy.deepcopy(ours_model)
+    ours = ravine.Lion(ours_model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, cautious=True,
+                       **PATHS[path])
+    paper = PaperCautiousLion(paper_model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    _train(ours_model, ours, 100)
+    _train(paper_model, paper, 100)
+    _close(ours_model, paper_model, exact=False)
+
+
 def test_cautious_lion_matches_pytorch_optimizer():
     po = pytest.importorskip("pytorch_optimizer")
     ours_model = _model()
