@@ -176,7 +176,9 @@ class TrustRatioSGD(ravine.Optimizer):
 
 @pytest.mark.parametrize("path", [{"foreach": True}, {"fused": True}], ids=["multi-tensor", "fused"])
 def test_whole_tensor_reductions_agree_on_every_path(path):
-    shapes = [(7, 5), (5,), (), (3, 4, 2), (1,)]  # a 0-d and a 1-element tensor are segments of their own
+    # A 0-d and a 1-element tensor are segments of their own; the larger ones span whole blocks of the fused
+    # reduction, start on a block boundary (190 + 66 = 256) and end inside one.
+    shapes = [(7, 5), (5,), (), (3, 4, 2), (1,), (190,), (300, 7), (256,), (513,)]
     params = make_params(shapes=shapes)
     other = clone_params(params)
     reference, candidate = TrustRatioSGD(params, foreach=False), TrustRatioSGD(other, **path)

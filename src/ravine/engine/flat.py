@@ -13,10 +13,54 @@ gradient still lands in the flat buffer with no copy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+BLOCK = 256  # elements per block of a fused segment reduction
+
+
+class SegmentLayout(NamedTuple):
+    """Where each tensor (segment) of a flat buffer lies, for whole-tensor reductions inside a fused step.
+
+    A reduction runs over fixed blocks of :data:`BLOCK` elements (one vectorised pass that inductor fuses with
+    the arithmetic producing its input), then combines, per tensor, the blocks lying wholly inside it with the
+    partial blocks at its two ends (gathered by ``edges``). Nothing is summed across tensors and subtracted.
+    """
+
+    ids: Tensor  # the tensor each element belongs to
+    counts: Tensor  # each tensor's element count (float64)
+    block_lengths: Tensor  # per tensor, how many blocks start inside it (int64, for segment_reduce)
+    block_inside: Tensor  # per block: does it lie wholly inside one tensor?
+    edges: Tensor  # (tensors, 2, BLOCK): element indices of each tensor's head and tail partial block
+    edge_valid: Tensor  # (tensors, 2, BLOCK): which of those indices belong to the tensor
+
+
+def segment_layout(numels: list[int], device: torch.device) -> SegmentLayout:
+    """The :class:`SegmentLayout` of tensors of ``numels`` elements laid end to end."""
+    total = sum(numels)
+    dtype = torch.int32 if total < 2**31 else torch.int64
+    sizes = torch.tensor(numels, dtype=torch.int64)
+    ids = torch.repeat_interleave(torch.arange(len(numels), dtype=dtype), sizes)
+    starts = torch.cumsum(sizes, 0) - sizes
+    ends = starts + sizes
+    blocks = total // BLOCK
+    block_starts = torch.arange(blocks, dtype=torch.int64) * BLOCK
+    block_lengths = torch.bincount(ids[block_starts].long(), minlength=len(numels))
+    block_inside = ids[block_starts] == ids[block_starts + BLOCK - 1]
+    first_full = (starts + BLOCK - 1) // BLOCK  # first block starting at or after the tensor's start
+    end_full = ends // BLOCK  # blocks before this one end at or before the tensor's end
+    has_full = first_full <= end_full  # at least one block boundary inside: head and tail partials
+    head_end = torch.where(has_full, first_full * BLOCK, ends)
+    tail_start = torch.where(has_full, end_full * BLOCK, ends)
+    lane = torch.arange(BLOCK, dtype=torch.int64)
+    first = torch.stack([starts, tail_start], 1)  # (tensors, 2)
+    last = torch.stack([head_end, ends], 1)
+    edges = (first[..., None] + lane).clamp(0, max(total - 1, 0))
+    edge_valid = first[..., None] + lane < last[..., None]
+    return SegmentLayout(ids.to(device), sizes.to(torch.float64).to(device), block_lengths.to(device),
+                         block_inside.to(device), edges.to(device), edge_valid.to(device))
 
 
 class FlatGroup:
@@ -49,7 +93,7 @@ class FlatGroup:
             for s, view in zip(states, self._views(buffer), strict=True):
                 s[key] = view
         self.states = states
-        self._layout: tuple[Tensor, Tensor] | None = None  # built by layout() for algorithms with reductions
+        self._layout: SegmentLayout | None = None  # built by layout() for algorithms with reductions
 
     def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
         buffer = torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
@@ -63,14 +107,10 @@ class FlatGroup:
             for p, start, end in zip(self.params, self.offsets, self.offsets[1:], strict=False)
         ]
 
-    def layout(self) -> tuple[Tensor, Tensor]:
-        """(segment id of every element, element count of every tensor), built on first use."""
+    def layout(self) -> SegmentLayout:
+        """Where each tensor lies in the buffers (see :class:`SegmentLayout`), built on first use."""
         if self._layout is None:
-            device = self.param_buffer.device
-            numels = torch.tensor(self.numels, device=device)
-            dtype = torch.int32 if self.offsets[-1] < 2**31 else torch.int64
-            ids = torch.repeat_interleave(torch.arange(len(self.numels), device=device, dtype=dtype), numels)
-            self._layout = (ids, numels.to(torch.float64))
+            self._layout = segment_layout(self.numels, self.param_buffer.device)
         return self._layout
 
     def intact(self, states: list[dict[str, Any]]) -> bool:

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.engine.flat import BLOCK, SegmentLayout
+
 
 def _raw(value: Any) -> Any:
     if isinstance(value, FusedTensor):
@@ -164,55 +166,64 @@ def _in_place(method: Callable[..., Any]) -> Callable[..., FusedTensor]:
 class FusedTensor:
     """A flat buffer inside the compiled step, answering to the tensor methods the algorithms use.
 
-    ``layout`` is ``(segment id of each element, element count of each tensor)`` for algorithms that declare
+    ``layout`` is the buffer's :class:`~ravine.engine.flat.SegmentLayout` for algorithms that declare
     ``reductions``: a whole-tensor reduction (``norm``, ``sum``, ``mean``, ``amax``) is then a segment reduction
-    over the flat buffer (one scatter pass, no Python loop), broadcast back to every element of its tensor.
+    over the flat buffer (block reductions plus each tensor's two partial blocks, no Python loop), broadcast
+    back to every element of its tensor.
     """
 
     __slots__ = ("layout", "t")
 
-    def __init__(self, t: Tensor, layout: tuple[Tensor, Tensor] | None = None) -> None:
+    def __init__(self, t: Tensor, layout: SegmentLayout | None = None) -> None:
         self.t, self.layout = t, layout
 
-    def _segments(self) -> tuple[Tensor, Tensor]:
+    def _segments(self) -> SegmentLayout:
         if self.layout is None:
             raise RuntimeError("a whole-tensor reduction in a fused step needs the optimizer class to declare "
                                "`reductions = True`")
         return self.layout
 
     def _per_tensor(self, values: Tensor) -> FusedTensor:
-        """One value per tensor, seen by each of its elements."""
-        ids, _ = self._segments()
-        return type(self)(values[ids], self.layout)
+        """One value per tensor, seen by each of its elements.
 
-    def _segment_sum(self, x: Tensor) -> Tensor:
-        # segment_reduce over the contiguous runs: twice as fast on CPU as an index_add scatter, whose atomic adds
-        # also fail to compile for a group of one tensor in torch 2.13's C++ backend.
-        _, counts = self._segments()
-        return torch.segment_reduce(x, "sum", lengths=counts.to(torch.int64))
+        The values are materialised first: inductor would otherwise recompute them from the block reductions
+        at every element of the vector loop that reads them (several scalar gathers per element).
+        """
+        return type(self)(materialize(values)[self._segments().ids], self.layout)
+
+    def _segment_reduce(self, x: Tensor, how: str) -> Tensor:
+        """Each tensor's ``"sum"`` or ``"max"`` of ``x`` (a flat buffer laid out as this one)."""
+        layout = self._segments()
+        identity = 0.0 if how == "sum" else float("-inf")
+        blocks = layout.block_inside.shape[0]
+        by_block = x[: blocks * BLOCK].view(blocks, BLOCK)
+        by_block = by_block.sum(1) if how == "sum" else by_block.amax(1)
+        by_block = torch.where(layout.block_inside, by_block, identity)  # blocks across a boundary: partials
+        whole = torch.segment_reduce(by_block, how, lengths=layout.block_lengths, initial=identity)
+        partial = torch.where(layout.edge_valid, x[layout.edges], identity)  # (tensors, head/tail, BLOCK)
+        if how == "sum":
+            return partial.sum(2).sum(1) + whole
+        return torch.maximum(partial.amax(2).amax(1), whole)
 
     def norm(self) -> FusedTensor:
         """Each tensor's L2 norm (a segment reduction)."""
-        return self._per_tensor(self._segment_sum(self.t * self.t).sqrt())
+        return self._per_tensor(self._segment_reduce(self.t * self.t, "sum").sqrt())
 
     def sum(self) -> FusedTensor:
         """Each tensor's sum (a segment reduction)."""
-        return self._per_tensor(self._segment_sum(self.t))
+        return self._per_tensor(self._segment_reduce(self.t, "sum"))
 
     def mean(self) -> FusedTensor:
         """Each tensor's mean (a segment reduction)."""
-        _, counts = self._segments()
-        return self._per_tensor(self._segment_sum(self.t) / counts.to(self.t.dtype))
+        return self._per_tensor(self._segment_reduce(self.t, "sum") / self._segments().counts.to(self.t.dtype))
 
     def numel(self) -> FusedTensor:
         """Each tensor's element count, at every element of the tensor."""
-        _, counts = self._segments()
-        return self._per_tensor(counts.to(self.t.dtype))
+        return self._per_tensor(self._segments().counts.to(self.t.dtype))
 
     def amax(self) -> FusedTensor:
         """Each tensor's maximum (a segment reduction)."""
-        _, counts = self._segments()
-        return self._per_tensor(torch.segment_reduce(self.t, "max", lengths=counts.to(torch.int64)))
+        return self._per_tensor(self._segment_reduce(self.t, "max"))
 
     @_out
     def add(self, other: Any, alpha: Any = 1) -> Tensor:
@@ -379,7 +390,7 @@ class FusedTensor:
 class FusedState:
     """``state`` inside the compiled step: the group's flat state buffers by key (read-only mapping)."""
 
-    def __init__(self, buffers: dict[str, Tensor], layout: tuple[Tensor, Tensor] | None = None) -> None:
+    def __init__(self, buffers: dict[str, Tensor], layout: SegmentLayout | None = None) -> None:
         object.__setattr__(self, "_buffers", buffers)
         object.__setattr__(self, "_layout", layout)
 
@@ -403,7 +414,7 @@ def fused_update(
     scalars: dict[str, Any],
     statics: dict[str, Any],
     flags: dict[str, bool],
-    layout: tuple[Tensor, Tensor] | None = None,
+    layout: SegmentLayout | None = None,
 ) -> None:
     """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles.
 
