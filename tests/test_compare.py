@@ -159,8 +159,8 @@ def test_tune_command_reproduces_the_shipped_entry(tmp_path, monkeypatch, capsys
     from ravine.experiments import tuning
 
     monkeypatch.setattr(tuning, "TUNABLES", {"digits/SGD": TUNABLES["digits/SGD"]})
-    path = tmp_path / "tuned.json"
-    assert main(["compare", "--tune", "--tuned", str(path)]) == 0
+    path = tmp_path / "out" / "tuned.json"
+    assert main(["compare", "--tune", "-o", str(tmp_path / "out")]) == 0
     entry, shipped = load_tuned(path)["digits/SGD"], load_tuned()["digits/SGD"]
     assert entry == shipped
     assert "digits/SGD" in capsys.readouterr().out

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 import ravine
 from ravine import demo, schedules
+from ravine.extras import CommandError, require
 from ravine.registry import match_names
+
+BENCHMARKS = {
+    "step": "GB/s of every optimizer's step against torch's",
+    "muon": "Muon's Newton–Schulz against torch.optim.Muon",
+    "compile": "first fused step's compile time, cold and warm cache",
+}
 
 
 def _positive_int(text: str) -> int:
@@ -53,11 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     race_parser.add_argument("--optimizers", default=None, help="comma-separated subset (default: all)")
     race_parser.add_argument("--steps", type=_positive_int, default=300)
     race_parser.add_argument("--start", default=None, help="x,y start point for every surface")
-    race_parser.add_argument("--lr-mode", choices=["tuned", "shared", "default"], default="tuned")
-    race_parser.add_argument("--lr", type=float, default=1e-2, help="the lr of --lr-mode shared")
+    race_parser.add_argument("--lr-mode", choices=["tuned", "shared", "default"], default=None,
+                             help="tuned (default): the learning rates tuned per surface; shared: one lr for all "
+                                  "(--lr); default: each optimizer's own default lr")
+    race_parser.add_argument("--lr", type=float, default=None,
+                             help="one lr for every optimizer (implies --lr-mode shared; default 0.01 there)")
+    race_parser.add_argument("--tuned", default=None, metavar="FILE",
+                             help="a tuned_lrs.json written by 'ravine race tune' (default: the shipped table)")
     race_parser.add_argument("--noise", type=float, default=0.0, help="σ of Gaussian noise added to gradients")
     race_parser.add_argument("--seed", type=int, default=0)
-    race_parser.add_argument("-o", "--output", default="race", help="output folder (default ./race)")
+    race_parser.add_argument("-o", "--output", default=None,
+                             help="output folder, replaced whole when the run completes (default ./race; "
+                                  "./race-tune for 'race tune')")
     race_parser.add_argument("--serve", action="store_true",
                              help="serve the page live on 127.0.0.1: click a surface to start there")
     race_parser.add_argument("--port", type=int, default=8050, help="port of --serve (default 8050)")
@@ -66,10 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(commands)
 
-    bench = commands.add_parser("bench", help="benchmarks: 'step' (GB/s per optimizer), 'muon' (Muon against "
-                                "torch.optim.Muon), 'compile' (compile time)", add_help=False)
-    bench.add_argument("benchmark", choices=["step", "muon", "compile"])
+    bench = commands.add_parser(
+        "bench", help="benchmarks: " + "; ".join(f"'{k}' ({v})" for k, v in BENCHMARKS.items()), add_help=False,
+        description="Benchmarks (never timed tests). Each has its own options: ravine bench NAME --help.")
+    bench.add_argument("benchmark", nargs="?", choices=list(BENCHMARKS), help="; ".join(
+        f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    bench.add_argument("-h", "--help", action="store_true", help="show this help (or a benchmark's) and exit")
+    bench.set_defaults(bench_parser=bench)
     return parser
+
+
+def _bench(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.benchmark is None:
+        bench_parser = args.bench_parser
+        if args.help:
+            bench_parser.print_help()
+            return 0
+        bench_parser.print_usage(sys.stderr)
+        print("ravine bench: choose a benchmark: " + ", ".join(BENCHMARKS), file=sys.stderr)
+        return 2
+    from importlib import import_module
+
+    module = import_module(f"ravine.bench.{args.benchmark}")
+    return module.main([*extra, "--help"] if args.help else extra)
 
 
 def _parse_value(text: str) -> int | float | None:
@@ -82,6 +115,7 @@ def _parse_value(text: str) -> int | float | None:
 
 
 def run_schedule_plot(args: argparse.Namespace) -> int:
+    require("ravine schedule plot", "plot", "matplotlib")
     from ravine.plotting import plot_schedule
 
     params: dict[str, int | float | None] = {"lr": 1e-3}
@@ -120,14 +154,23 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; a problem it reports in one line exits 2, Ctrl-C exits 130 with one line."""
+    try:
+        return _main(argv)
+    except CommandError as error:
+        print(f"ravine: {error}" if not str(error).startswith("ravine") else str(error), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nravine: interrupted; nothing was written (outputs are replaced only when a run completes)",
+              file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":  # the benchmark parses its own options
-        from ravine.bench import compile as compile_bench
-        from ravine.bench import muon as muon_bench
-        from ravine.bench import step as step_bench
-
-        return {"step": step_bench, "muon": muon_bench, "compile": compile_bench}[args.benchmark].main(extra)
+    if args.command == "bench":  # each benchmark parses its own options
+        return _bench(args, extra)
     # KEY=VALUE schedule arguments may follow options such as --steps; everything else is an error.
     if extra and not (args.command == "schedule" and all("=" in item for item in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

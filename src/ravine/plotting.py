@@ -72,7 +72,7 @@ def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str
     ax.contour(xs.numpy(), ys.numpy(), z.numpy(), levels=20, colors="white", linewidths=0.3, alpha=0.5)
     colors = _palette(plt)
     for i, t in enumerate(trajectories):
-        label = f"{t.name} (lr {t.lr:.2g})" + (" — diverged" if t.diverged else "")
+        label = t.label
         ax.plot(t.xs, t.ys, "-", color=colors[i % 20], linewidth=1.6, label=label)
         ax.plot(t.xs[-1], t.ys[-1], "o", color=colors[i % 20], markersize=4)
     ax.plot(*surface.start, "s", color="white", markeredgecolor="black", markersize=7, label="start")

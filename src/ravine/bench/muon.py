@@ -23,6 +23,7 @@ import torch
 
 import ravine
 from ravine.bench.step import _median_ms, _sync, transformer_params
+from ravine.files import atomic_folder, check_output_folder
 
 
 def matrices(scale: float, device: str) -> list[torch.Tensor]:
@@ -112,6 +113,9 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+OUTPUTS = ("muon.md", "muon.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ravine bench muon", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0 or args.rounds < 1:
         parser.error(f"--scale must be > 0 and --rounds >= 1 (got {args.scale}, {args.rounds})")
+    try:
+        check_output_folder(args.output, OUTPUTS)
+    except ValueError as error:
+        parser.error(str(error))
     result = run(args.scale, args.device, args.rounds)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     table = markdown(result)
-    (out / "muon.md").write_text(table + "\n")
-    (out / "muon.json").write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_folder(args.output, OUTPUTS) as folder:
+        (folder / "muon.md").write_text(table + "\n")
+        (folder / "muon.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.output)
     print(table)
     print(f"\nwrote {out / 'muon.md'}, {out / 'muon.json'}", file=sys.stderr)
     return 0

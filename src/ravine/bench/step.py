@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ravine.extras import require
+from ravine.files import atomic_folder, check_output_folder
 from ravine.memory import state_bytes
 from ravine.registry import ALGORITHMS, VARIANTS, match_names
 
@@ -256,6 +258,9 @@ def bar_chart(result: dict[str, Any], path: Path) -> Path:
         plt.close(fig)
 
 
+OUTPUTS = ("step.md", "step.json", "step.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -269,16 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale <= 0 or args.repeats < 1:
         parser.error(f"--scale must be > 0 and --repeats >= 1 (got {args.scale}, {args.repeats})")
     algorithms = [a.strip() for a in args.algorithms.split(",")] if args.algorithms else None
+    require("ravine bench step", "plot", "matplotlib")  # the bar chart: checked before the benchmark runs
     try:
+        check_output_folder(args.output, OUTPUTS)
         result = run(args.scale, args.device, args.repeats, algorithms)
     except ValueError as error:
         parser.error(str(error))
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     table = markdown(result)
-    (out / "step.md").write_text(table + "\n")
-    (out / "step.json").write_text(json.dumps(result, indent=2) + "\n")
-    bar_chart(result, out / "step.png")
+    with atomic_folder(args.output, OUTPUTS) as out:
+        (out / "step.md").write_text(table + "\n")
+        (out / "step.json").write_text(json.dumps(result, indent=2) + "\n")
+        bar_chart(result, out / "step.png")
     print(table)
+    out = Path(args.output)
     print(f"\nwrote {out / 'step.md'}, {out / 'step.json'}, {out / 'step.png'}", file=sys.stderr)
     return 0

@@ -11,7 +11,11 @@ from typing import Any
 
 import torch
 
+from ravine.files import atomic_folder, check_output_folder
+
 DEFAULT_SEEDS = 5
+REPORT_OUTPUTS = ("report.md", "runs.json", "runs.csv", "*.png")
+TUNE_OUTPUTS = ("tuned.json",)
 QUICK_SEEDS = 3
 
 
@@ -26,13 +30,15 @@ def add_parser(commands: Any) -> None:
                         help=f"seeds 0..N-1 per arm (default {DEFAULT_SEEDS}, {QUICK_SEEDS} with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="a small step budget for smoke tests (about a minute; verdicts not meaningful)")
-    parser.add_argument("-o", "--output", default="compare", help="output folder (default ./compare)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output folder, replaced whole when the run completes (default ./compare; "
+                             "./compare-tune with --tune)")
     parser.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
     parser.add_argument("--list", action="store_true", help="list the claims and exit")
     parser.add_argument("--tune", action="store_true",
-                        help="rerun the learning-rate sweep and rewrite the tuned file (--tuned), then exit")
-    parser.add_argument("--tuned", default=None,
-                        help="the sweep results to read (or, with --tune, write); default: the package's copy")
+                        help="rerun the learning-rate sweep, write OUTPUT/tuned.json, then exit")
+    parser.add_argument("--tuned", default=None, metavar="FILE",
+                        help="the sweep results to read (a tuned.json from --tune); default: the package's copy")
 
 
 def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:
@@ -72,6 +78,10 @@ def run_compare(args: argparse.Namespace) -> int:
         return 0
     try:
         claims, device = _check_args(args)
+        if args.tune and args.tuned:
+            raise ValueError("Invalid tuned: --tune writes OUTPUT/tuned.json; --tuned names a file to read")
+        args.output = args.output or ("compare-tune" if args.tune else "compare")
+        check_output_folder(args.output, TUNE_OUTPUTS if args.tune else REPORT_OUTPUTS)
     except ValueError as error:
         print(f"ravine compare: {error}", file=sys.stderr)
         return 2
@@ -100,7 +110,8 @@ def run_compare(args: argparse.Namespace) -> int:
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}
     out = Path(args.output)
-    write_outputs(outcomes, out, seeds, args.quick, str(device), meta)
+    with atomic_folder(out, REPORT_OUTPUTS) as folder:
+        write_outputs(outcomes, folder, seeds, args.quick, str(device), meta)
     width = max(len(o.claim.key) for o in outcomes)
     for o in outcomes:
         print(f"{o.claim.number}  {o.claim.key:{width}}  {o.verdict}")
@@ -131,11 +142,13 @@ def _tune(args: argparse.Namespace) -> int:
 
         entries = tune(on_run=on_run)
         progress.update(sweeps, completed=len(TUNABLES))
-    path = write_tuned(entries, Path(args.tuned) if args.tuned else None)
+    with atomic_folder(args.output, TUNE_OUTPUTS) as folder:
+        write_tuned(entries, folder / "tuned.json")
+    path = Path(args.output) / "tuned.json"
     for key, entry in entries.items():
         extra = ", ".join(f"{k} {v:.3g}" for k, v in entry.items() if k not in ("sweep", "lr"))
         print(f"{key:34} lr {entry['lr']:.3g}" + (f", {extra}" if extra else ""))
-    print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {path}; compare with it: ravine compare --tuned {path}", file=sys.stderr)
     return 0
 
 

@@ -167,10 +167,9 @@ def load_tuned(path: Path | None = None) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())["entries"]
 
 
-def write_tuned(entries: dict[str, dict[str, Any]], path: Path | None = None) -> Path:
+def write_tuned(entries: dict[str, dict[str, Any]], path: Path) -> Path:
     from ravine.files import atomic_output
 
-    path = path or package_tuned_path()
     document = {
         "about": "Written by `ravine compare --tune`; the protocol is in ravine/experiments/tuning.py.",
         "tune_seeds": {name: list(task.tune_seeds) for name, task in TASKS.items()},

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from ravine.extras import require
+from ravine.files import atomic_folder, check_output_folder
 from ravine.progress import Progress
-from ravine.race.run import CONTESTANTS, package_tuned_path, race, tune_all, tuned_lrs
+from ravine.race.run import CONTESTANTS, TUNED_FILE, RaceSettings, race, tune_all, tuned_lrs
 from ravine.race.surfaces import SURFACES
 from ravine.registry import match_names
 
@@ -49,88 +53,124 @@ def format_table(surface_name: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+RACE_OUTPUTS = ("*.png", "race.gif", "race.html", "summary.md", "race.json")
+TUNE_OUTPUTS = ("tuned_lrs.json",)
+
+
+def _settings(args: argparse.Namespace) -> RaceSettings:
+    """The lr mode, lr, noise and seed the command asks for. ``--lr`` alone means ``--lr-mode shared``;
+    ``--tuned FILE`` alone means ``--lr-mode tuned`` with that file's table."""
+    mode = args.lr_mode
+    if args.lr is not None:
+        if mode not in (None, "shared"):
+            raise ValueError(f"Invalid lr: --lr {args.lr:g} is the lr every optimizer shares, so it cannot go "
+                             f"with --lr-mode {mode} (drop one of them)")
+        mode = "shared"
+        if not (math.isfinite(args.lr) and args.lr > 0):
+            raise ValueError(f"Invalid lr: {args.lr} (lr must be a finite number > 0)")
+    if args.tuned is not None and mode not in (None, "tuned"):
+        raise ValueError(f"Invalid tuned: --tuned gives tuned learning rates, so it cannot go with "
+                         f"--lr-mode {mode}")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise ValueError(f"Invalid noise: {args.noise} (noise must be a finite number >= 0)")
+    mode = mode or "tuned"
+    tuned = tuned_lrs(args.tuned) if args.tuned is not None else None
+    return RaceSettings(mode, 1e-2 if args.lr is None else args.lr, args.noise, args.seed, tuned)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    output = args.output or "race-tune"
+    check_output_folder(output, TUNE_OUTPUTS)
+    result = tune_all(args.steps)
+    with atomic_folder(output, TUNE_OUTPUTS) as folder:
+        (folder / TUNED_FILE).write_text(json.dumps(result, indent=1) + "\n")
+    path = Path(output) / TUNED_FILE
+    print(f"wrote {path}; race with it: ravine race --tuned {path}")
+    return 0
+
+
 def run_race(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    if args.action == "tune":
-        result = tune_all(args.steps)
-        path = package_tuned_path()
-        path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {path}")
-        return 0
     try:
+        if args.action == "tune":
+            return _tune(args)
         surfaces = _choose(args.surfaces, SURFACES, "surfaces")
         names = _choose(args.optimizers, CONTESTANTS, "optimizers")
         start = _start(args.start)
-        if not (math.isfinite(args.lr) and args.lr > 0):
-            raise ValueError(f"Invalid lr: {args.lr} (lr must be a finite number > 0)")
-        if not (math.isfinite(args.noise) and args.noise >= 0):
-            raise ValueError(f"Invalid noise: {args.noise} (noise must be a finite number >= 0)")
+        settings = _settings(args)
+        output = args.output or "race"
+        check_output_folder(output, RACE_OUTPUTS)
+        if args.serve and not 0 <= args.port <= 65535:
+            raise ValueError(f"Invalid port: {args.port} (port must be in [0, 65535])")
     except ValueError as error:
         print(f"ravine race: {error}", file=sys.stderr)
         return 2
-    try:
-        import matplotlib  # noqa: F401
-        import plotly  # noqa: F401
-    except ImportError:
-        print("ravine race: the page and pictures need plotly and matplotlib: pip install 'ravine[plot]'",
-              file=sys.stderr)
+    require("ravine race", "plot", "matplotlib", "plotly")
+    server = _bind(args.port) if args.serve else None  # a busy port fails now, not after the race
+    if args.serve and server is None:
         return 2
     from ravine.plotting import animate_race, plot_race
     from ravine.race.page import write_page
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    tuned = tuned_lrs() if args.lr_mode == "tuned" else {}
     summary, tables, results = {}, [], {}
-    with Progress(len(surfaces), "racing") as bar:
-        for name in surfaces:
-            surface = SURFACES[name]
-            bar.update(f"{surface.title}: {len(names)} optimizers × {args.steps} steps")
-            lrs = {n: (tuned.get(name, {}).get(n, CONTESTANTS[n][1]) if args.lr_mode == "tuned"
-                       else args.lr if args.lr_mode == "shared" else CONTESTANTS[n][1]) for n in names}
-            trajectories = race(surface, names, lrs, args.steps, start or surface.start, args.noise, args.seed)
-            rows = [t.summary(surface) for t in trajectories]
-            summary[name] = {"rows": rows, "paths": {t.name: {"x": t.xs, "y": t.ys, "loss": t.losses}
-                                                     for t in trajectories}}
-            tables.append(format_table(name, rows))
-            results[name] = (surface, trajectories)
-            plot_race(surface, trajectories, out / f"{name}.png")
-    first_surface, first_trajectories = next(iter(results.values()))
-    log(f"animating {first_surface.title} to race.gif")
-    animate_race(first_surface, first_trajectories, out / "race.gif")
-    write_page(results, args.steps, out / "race.html",
-               subtitle=f"Learning rates: {args.lr_mode} (shown in the legend); {args.steps} steps; "
-                        f"gradient noise σ = {args.noise}.")
-    report = "\n\n".join(tables)
-    (out / "summary.md").write_text(f"lr mode: {args.lr_mode} · steps: {args.steps} · noise σ: {args.noise}\n\n"
-                                    + report + "\n")
-    (out / "race.json").write_text(json.dumps({"lr_mode": args.lr_mode, "steps": args.steps,
-                                               "noise": args.noise, "seed": args.seed, "surfaces": summary}))
+    with atomic_folder(output, RACE_OUTPUTS) as out:
+        with Progress(len(surfaces), "racing") as bar:
+            for name in surfaces:
+                surface = SURFACES[name]
+                bar.update(f"{surface.title}: {len(names)} optimizers × {args.steps} steps")
+                lrs = settings.lrs(name, names)
+                trajectories = race(surface, names, lrs, args.steps, start or surface.start, settings.noise,
+                                    settings.seed)
+                rows = [t.summary(surface) for t in trajectories]
+                summary[name] = {"rows": rows, "paths": {t.name: {"x": t.xs, "y": t.ys, "loss": t.losses}
+                                                         for t in trajectories}}
+                tables.append(format_table(name, rows))
+                results[name] = (surface, trajectories)
+                plot_race(surface, trajectories, out / f"{name}.png")
+        first_surface, first_trajectories = next(iter(results.values()))
+        log(f"animating {first_surface.title} to race.gif")
+        animate_race(first_surface, first_trajectories, out / "race.gif")
+        write_page(results, args.steps, out / "race.html", subtitle=f"{settings.describe()}; {args.steps} steps.")
+        report = "\n\n".join(tables)
+        (out / "summary.md").write_text(f"lr mode: {settings.lr_mode} · steps: {args.steps} · "
+                                        f"noise σ: {settings.noise}\n\n" + report + "\n")
+        (out / "race.json").write_text(json.dumps({"lr_mode": settings.lr_mode, "steps": args.steps,
+                                                   "noise": settings.noise, "seed": settings.seed,
+                                                   "surfaces": summary}))
     print(report)
-    if args.serve:
-        return _serve(results, args)
-    print(f"\nwrote {out}/race.html (open it in a browser; works offline), race.gif, summary.md, race.json and "
+    if server is not None:
+        return _serve(server, results, args, settings)
+    print(f"\nwrote {output}/race.html (open it in a browser; works offline), race.gif, summary.md, race.json and "
           "one PNG per surface", file=sys.stderr)
     return 0
 
 
-def _serve(results: dict, args: argparse.Namespace) -> int:
-    from ravine.race.page import render_page
+def _bind(port: int) -> ThreadingHTTPServer | None:
     from ravine.race.serve import make_server
 
-    if not 0 <= args.port <= 65535:
-        print(f"ravine race: Invalid port: {args.port} (port must be in [0, 65535])", file=sys.stderr)
-        return 2
-    page = render_page(results, args.steps, "Live: click a surface to start there; the slider scales every lr.",
-                       live=True).encode()
-    server = make_server(page, args.port)
+    try:
+        return make_server(b"", port)
+    except OSError as error:
+        reason = "it is in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+        print(f"ravine race: cannot serve on port {port}: {reason} (choose another with --port, or 0 for any "
+              "free port)", file=sys.stderr)
+        return None
+
+
+def _serve(server: ThreadingHTTPServer, results: dict, args: argparse.Namespace, settings: RaceSettings) -> int:
+    from ravine.race.page import render_page
+    from ravine.race.serve import configure
+
+    page = render_page(results, args.steps, f"Live: click a surface to start there; the slider scales every lr "
+                       f"({settings.describe()}).", live=True).encode()
+    configure(server, page, settings)
     print(f"serving the live race on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        print("stopped", file=sys.stderr)
     finally:
         server.server_close()
     return 0

@@ -30,14 +30,15 @@ function current() { return RACE.surfaces[$("surface").value]; }
 function show(s) {
   const surface = current();
   step = Math.max(0, Math.min(s, RACE.steps));
-  const xs = [], ys = [], lx = [], ly = [], dx = [], dy = [];
+  const xs = [], ys = [], cd = [], lx = [], ly = [], dx = [], dy = [];
   for (const p of surface.paths) {
     xs.push(p.x.slice(0, step + 1)); ys.push(p.y.slice(0, step + 1));
+    cd.push(p.loss.slice(0, step + 1).map((v) => [v]));  // what hover shows: this race's losses
     lx.push(p.t.slice(0, step + 1)); ly.push(p.gap.slice(0, step + 1));
     dx.push(p.t.slice(0, step + 1)); dy.push(p.dist.slice(0, step + 1));
   }
   const div = $("fig-" + $("surface").value);
-  Plotly.restyle(div, {x: xs, y: ys}, surface.path_traces);
+  Plotly.restyle(div, {x: xs, y: ys, customdata: cd}, surface.path_traces);
   Plotly.restyle(div, {x: lx, y: ly}, surface.loss_traces);
   Plotly.restyle(div, {x: dx, y: dy}, surface.dist_traces);
   $("slider").value = step; $("counter").textContent = "step " + step + " / " + RACE.steps;
@@ -67,14 +68,19 @@ window.addEventListener("load", () => { choose(); show(0); });
 
 _LIVE_SCRIPT = """
 async function rerun(surfaceName, x, y) {
+  const surface = RACE.surfaces[surfaceName];
   const query = new URLSearchParams({surface: surfaceName, start: x + "," + y, steps: String(RACE.steps),
-                                     lr_scale: String(10 ** Number($("lr-scale").value))});
+                                     lr_scale: String(10 ** Number($("lr-scale").value)),
+                                     optimizers: surface.paths.map((p) => p.name).join(",")});
   $("status").textContent = "computing…";
   const response = await fetch("/api/race?" + query);
   const body = await response.json();
   if (!response.ok) { $("status").textContent = "error: " + body.error; return; }
-  RACE.surfaces[surfaceName].paths = body.paths;
-  Plotly.restyle($("fig-" + surfaceName), {x: [[x]], y: [[y]]}, [RACE.surfaces[surfaceName].start_trace]);
+  surface.paths = body.paths;
+  surface.start = [x, y];
+  const div = $("fig-" + surfaceName);
+  Plotly.restyle(div, {x: [[x]], y: [[y]]}, [surface.start_trace]);
+  Plotly.restyle(div, {name: body.paths.map((p) => p.label)}, surface.path_traces);  // the new lrs
   $("status").textContent = "started at (" + x.toFixed(3) + ", " + y.toFixed(3) + ")";
   pause(); show(0); play();
 }
@@ -84,8 +90,14 @@ for (const name of Object.keys(RACE.surfaces)) {
     if (point) rerun(name, point.x, point.y);
   });
 }
-$("lr-scale").addEventListener("input", () => {
+function lrLabel() {
   $("lr-label").textContent = "lr × " + (10 ** Number($("lr-scale").value)).toPrecision(2);
+}
+$("lr-scale").addEventListener("input", lrLabel);
+$("lr-scale").addEventListener("change", () => {  // released: race again from the same start
+  lrLabel();
+  const name = $("surface").value;
+  rerun(name, ...RACE.surfaces[name].start);
 });
 """
 
@@ -95,16 +107,28 @@ def _finite(value: float) -> float | None:
 
 
 def path_data(surface: Surface, t: Trajectory) -> dict[str, Any]:
-    """What the page needs of one trajectory, JSON-safe (non-finite numbers become null, never NaN)."""
+    """What the page needs of one trajectory, JSON-safe (non-finite numbers become null, never NaN).
+
+    From the step a run diverged at, every series is null: its lines end there instead of running on flat at
+    the position the run was held at.
+    """
+    end = len(t.xs) if t.diverged_at is None else t.diverged_at
+
+    def drawn(values: list[float]) -> list[float | None]:
+        return [_finite(v) if i < end else None for i, v in enumerate(values)]
+
     return {
         "name": t.name,
         "lr": t.lr,
-        "x": [_finite(v) for v in t.xs],
-        "y": [_finite(v) for v in t.ys],
+        "label": t.label,
+        "diverged_at": t.diverged_at,
+        "x": drawn(t.xs),
+        "y": drawn(t.ys),
         "t": list(range(len(t.xs))),
-        "gap": [_finite(math.log10(max(f - surface.f_min, 0.0) + 1e-12)) if math.isfinite(f) else None
-                for f in t.losses],
-        "dist": [_finite(surface.distance_to_nearest_minimum(x, y)) for x, y in zip(t.xs, t.ys, strict=True)],
+        "loss": drawn(t.losses),
+        "gap": drawn([math.log10(max(f - surface.f_min, 0.0) + 1e-12) if math.isfinite(f) else math.nan
+                      for f in t.losses]),
+        "dist": drawn([surface.distance_to_nearest_minimum(x, y) for x, y in zip(t.xs, t.ys, strict=True)]),
     }
 
 
@@ -130,14 +154,13 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
     paths, path_traces, loss_traces, dist_traces = [], [], [], []
     for i, t in enumerate(trajectories):
         color = PALETTE[i % len(PALETTE)]
-        label = f"{t.name} (lr {t.lr:.2g})" + (" — diverged" if t.diverged else "")
         path = path_data(surface, t)
         paths.append(path)
         steps, gap, dist = path["t"], path["gap"], path["dist"]
         path_traces.append(len(fig.data))
-        fig.add_trace(go.Scatter(x=t.xs[:1], y=t.ys[:1], mode="lines+markers", name=label, legendgroup=t.name,
-                                 line={"color": color, "width": 2}, marker={"size": 3},
-                                 customdata=[[f if math.isfinite(f) else None] for f in t.losses],
+        fig.add_trace(go.Scatter(x=t.xs[:1], y=t.ys[:1], mode="lines+markers", name=t.label,
+                                 legendgroup=t.name, line={"color": color, "width": 2}, marker={"size": 3},
+                                 customdata=[path["loss"][:1]],
                                  hovertemplate=f"{t.name}<br>(%{{x:.4g}}, %{{y:.4g}})"
                                                "<br>loss %{customdata[0]:.4g}<extra></extra>"), row=1, col=1)
         loss_traces.append(len(fig.data))
@@ -156,8 +179,9 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
                       template="plotly_white")
     markup = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                          config={"displaylogo": False, "responsive": True})
+    start = [trajectories[0].xs[0], trajectories[0].ys[0]] if trajectories else list(surface.start)
     data = {"paths": paths, "path_traces": path_traces, "loss_traces": loss_traces, "dist_traces": dist_traces,
-            "start_trace": 2}
+            "start_trace": 2, "start": start}
     return markup, data
 
 

@@ -41,6 +41,13 @@ class Trajectory:
     ys: list[float]
     losses: list[float]
     diverged: bool
+    diverged_at: int | None = None  # the first step whose position was non-finite or far outside the window
+
+    @property
+    def label(self) -> str:
+        """The legend entry: name, lr, and where the run diverged."""
+        diverged = f" — diverged at step {self.diverged_at}" if self.diverged_at is not None else ""
+        return f"{self.name} (lr {self.lr:.2g}){diverged}"
 
     def summary(self, surface: Surface) -> dict[str, Any]:
         final = self.losses[-1]
@@ -64,9 +71,11 @@ def _outside(surface: Surface, xy: torch.Tensor) -> torch.Tensor:
 def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, float]], steps: int,
             noise: float = 0.0, seed: int = 0, deadline: float | None = None,
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run contestant ``name`` from every start at once; returns positions (steps+1, n, 2), losses, diverged.
+    """Run contestant ``name`` from every start at once.
 
-    With ``deadline`` (a ``time.monotonic()`` value), raises TimeoutError once it has passed.
+    Returns positions (steps+1, n, 2), losses (steps+1, n) and, per start, the step at which the run diverged
+    (−1 if it did not); a diverged run is held at its last good position. With ``deadline`` (a
+    ``time.monotonic()`` value), raises TimeoutError once it has passed.
     """
     factory = CONTESTANTS[name][0]
     xy = torch.tensor(starts, dtype=torch.float64, requires_grad=True)
@@ -74,7 +83,8 @@ def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, fl
     generator = torch.Generator().manual_seed(seed)
     positions, losses = [xy.detach().clone()], []
     diverged = torch.zeros(len(starts), dtype=torch.bool)
-    for _ in range(steps):
+    diverged_at = torch.full((len(starts),), -1, dtype=torch.int64)
+    for step in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"the race on {surface.name} ran out of time")
         optimizer.zero_grad()
@@ -86,12 +96,13 @@ def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, fl
         optimizer.step()
         with torch.no_grad():
             bad = ~torch.isfinite(xy).all(dim=1) | _outside(surface, xy)
+            diverged_at[bad & ~diverged] = step
             diverged |= bad
             xy[diverged] = positions[-1][diverged]  # a diverged run stays where it last was finite
         positions.append(xy.detach().clone())
     with torch.no_grad():
         losses.append(surface(xy[:, 0], xy[:, 1]).detach().clone())
-    return torch.stack(positions), torch.stack(losses), diverged
+    return torch.stack(positions), torch.stack(losses), diverged_at
 
 
 def race(surface: Surface, names: list[str], lrs: dict[str, float], steps: int, start: tuple[float, float],
@@ -99,9 +110,10 @@ def race(surface: Surface, names: list[str], lrs: dict[str, float], steps: int, 
     """One trajectory per contestant from ``start``."""
     out = []
     for name in names:
-        positions, losses, diverged = descend(surface, name, lrs[name], [start], steps, noise, seed, deadline)
+        positions, losses, diverged_at = descend(surface, name, lrs[name], [start], steps, noise, seed, deadline)
+        at = int(diverged_at[0])
         out.append(Trajectory(name, lrs[name], positions[:, 0, 0].tolist(), positions[:, 0, 1].tolist(),
-                              losses[:, 0].tolist(), bool(diverged[0])))
+                              losses[:, 0].tolist(), at >= 0, at if at >= 0 else None))
     return out
 
 
@@ -117,9 +129,9 @@ def tune(surface: Surface, name: str, steps: int) -> float:
     """The grid lr minimising the mean over start points of log10(f_final − f* + 1e-12); divergence loses."""
     best, best_score = LR_GRID[0], math.inf
     for lr in LR_GRID:
-        _, losses, diverged = descend(surface, name, lr, tuning_starts(surface), steps)
+        _, losses, diverged_at = descend(surface, name, lr, tuning_starts(surface), steps)
         final = losses[-1]
-        if diverged.any() or not torch.isfinite(final).all():
+        if (diverged_at >= 0).any() or not torch.isfinite(final).all():
             continue
         score = torch.log10((final - surface.f_min).clamp_min(0) + 1e-12).mean().item()
         if score < best_score - 1e-9:  # ties keep the smaller lr
@@ -145,11 +157,58 @@ def tune_all(steps: int) -> dict[str, Any]:
     }
 
 
-def tuned_lrs() -> dict[str, dict[str, float]]:
-    """The learning rates shipped with the package (regenerate with ``ravine race tune``)."""
-    text = resources.files("ravine.race").joinpath(TUNED_FILE).read_text()
-    return json.loads(text)["lrs"]
+def tuned_lrs(path: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """Learning rates by surface and contestant: the table shipped with the package, or one that ``ravine race
+    tune`` wrote (``path``). Raises ``ValueError`` naming the file when it is not such a table."""
+    if path is None:
+        text = resources.files("ravine.race").joinpath(TUNED_FILE).read_text()
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ValueError(f"Invalid tuned file: {str(path)!r} ({error.strerror or error})") from None
+    try:
+        table = json.loads(text)["lrs"]
+        ok = isinstance(table, dict) and all(
+            isinstance(lrs, dict) and all(isinstance(v, (int, float)) and v > 0 for v in lrs.values())
+            for lrs in table.values())
+    except (json.JSONDecodeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"Invalid tuned file: {str(path)!r} (expected the JSON that 'ravine race tune' writes, "
+                         "with an \"lrs\" table of positive numbers by surface and optimizer)")
+    return table
 
 
-def package_tuned_path() -> Path:
-    return Path(str(resources.files("ravine.race").joinpath(TUNED_FILE)))
+LR_MODES = ("tuned", "shared", "default")
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    """How a race picks learning rates and gradient noise: one rule for ``ravine race``, its page and live mode.
+
+    ``lr_mode``: ``tuned`` (the table ``tuned``, by default the shipped one), ``shared`` (``lr`` for every
+    optimizer) or ``default`` (each optimizer's own default lr). ``noise`` is the σ of seeded Gaussian noise
+    added to every gradient.
+    """
+
+    lr_mode: str = "tuned"
+    lr: float = 1e-2
+    noise: float = 0.0
+    seed: int = 0
+    tuned: dict[str, dict[str, float]] | None = None
+
+    def lrs(self, surface: str, names: list[str], scale: float = 1.0) -> dict[str, float]:
+        """Each contestant's lr on ``surface``, times ``scale``."""
+        if self.lr_mode == "shared":
+            return {n: self.lr * scale for n in names}
+        if self.lr_mode == "default":
+            return {n: CONTESTANTS[n][1] * scale for n in names}
+        table = (self.tuned if self.tuned is not None else tuned_lrs()).get(surface, {})
+        return {n: table.get(n, CONTESTANTS[n][1]) * scale for n in names}
+
+    def describe(self) -> str:
+        """One line for the page and the tables, e.g. "Learning rates: shared (0.05); gradient noise σ = 0"."""
+        lrs = f"shared ({self.lr:g})" if self.lr_mode == "shared" else self.lr_mode
+        noise = f"gradient noise σ = {self.noise:g}" + (f" (seed {self.seed})" if self.noise else "")
+        return f"Learning rates: {lrs}; {noise}"

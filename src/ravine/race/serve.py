@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from ravine.race.page import path_data
-from ravine.race.run import CONTESTANTS, race, tuned_lrs
+from ravine.race.run import CONTESTANTS, RaceSettings, race
 from ravine.race.surfaces import SURFACES
 
 MAX_STEPS = 1000
@@ -71,17 +71,19 @@ def parse_request(query: dict[str, list[str]]) -> dict[str, Any]:
             "steps": int(steps), "optimizers": names}
 
 
-def compute(request: dict[str, Any], time_limit: float = TIME_LIMIT_S) -> dict[str, Any]:
+def compute(request: dict[str, Any], settings: RaceSettings | None = None,
+            time_limit: float = TIME_LIMIT_S) -> dict[str, Any]:
+    """The race a request asks for, under the command line's lr mode, lr, noise and seed (``settings``)."""
+    settings = settings or RaceSettings()
     surface = SURFACES[request["surface"]]
-    tuned = tuned_lrs()[surface.name]
-    lrs = {n: tuned[n] * request["lr_scale"] for n in request["optimizers"]}
-    trajectories = race(surface, request["optimizers"], lrs, request["steps"], request["start"],
-                        deadline=time.monotonic() + time_limit)
+    lrs = settings.lrs(surface.name, request["optimizers"], request["lr_scale"])
+    trajectories = race(surface, request["optimizers"], lrs, request["steps"], request["start"], settings.noise,
+                        settings.seed, deadline=time.monotonic() + time_limit)
     paths = [path_data(surface, t) for t in trajectories]
     return {"surface": surface.name, "steps": request["steps"], "paths": paths}
 
 
-def make_handler(page: bytes, port_holder: dict[str, int], time_limit: float) -> type[BaseHTTPRequestHandler]:
+def make_handler(holder: dict[str, Any], time_limit: float) -> type[BaseHTTPRequestHandler]:
     busy = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -102,13 +104,13 @@ def make_handler(page: bytes, port_holder: dict[str, int], time_limit: float) ->
             self._send(status, json.dumps({"error": message}).encode(), "application/json")
 
         def do_GET(self) -> None:
-            port = port_holder["port"]
+            port = holder["port"]
             if self.headers.get("Host", "") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
                 self._error(HTTPStatus.FORBIDDEN, "foreign Host header")
                 return
             url = urlparse(self.path)
             if url.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+                self._send(HTTPStatus.OK, holder["page"], "text/html; charset=utf-8")
                 return
             if url.path != "/api/race":
                 self._error(HTTPStatus.NOT_FOUND, f"no such resource: {url.path}")
@@ -122,7 +124,7 @@ def make_handler(page: bytes, port_holder: dict[str, int], time_limit: float) ->
                 self._error(HTTPStatus.TOO_MANY_REQUESTS, "another race is being computed; try again")
                 return
             try:
-                result = compute(request, time_limit)
+                result = compute(request, holder["settings"], time_limit)
             except TimeoutError as error:
                 self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(error))
                 return
@@ -133,9 +135,19 @@ def make_handler(page: bytes, port_holder: dict[str, int], time_limit: float) ->
     return Handler
 
 
-def make_server(page: bytes, port: int = 0, time_limit: float = TIME_LIMIT_S) -> ThreadingHTTPServer:
-    """A server on 127.0.0.1 (port 0 picks a free one; read it from ``server.server_address``)."""
-    holder = {"port": port}
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(page, holder, time_limit))
+def make_server(page: bytes, port: int = 0, time_limit: float = TIME_LIMIT_S,
+                settings: RaceSettings | None = None) -> ThreadingHTTPServer:
+    """A server on 127.0.0.1 (port 0 picks a free one; read it from ``server.server_address``).
+
+    ``ravine race --serve`` binds the port before it computes the race, so a busy port fails at once, and hands
+    the page and its settings over afterwards with :func:`configure`."""
+    holder: dict[str, Any] = {"port": port, "page": page, "settings": settings or RaceSettings()}
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(holder, time_limit))
+    server.page_holder = holder  # type: ignore[attr-defined]
     holder["port"] = server.server_address[1]
     return server
+
+
+def configure(server: ThreadingHTTPServer, page: bytes, settings: RaceSettings) -> None:
+    """Serve ``page`` at ``/`` and race under ``settings`` from now on."""
+    server.page_holder.update(page=page, settings=settings)  # type: ignore[attr-defined]

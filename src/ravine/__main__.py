@@ -1,0 +1,7 @@
+"""``python -m ravine``: the ``ravine`` command."""
+
+import sys
+
+from ravine.cli import main
+
+sys.exit(main())
