@@ -11,8 +11,8 @@ import pytest
 
 from ravine.race import SURFACES, race
 from ravine.race.page import render_page
-from ravine.race.run import tuned_lrs
-from ravine.race.serve import make_server
+from ravine.race.run import RaceSettings, tuned_lrs
+from ravine.race.serve import compute, make_server, parse_request
 
 
 def _page() -> bytes:
@@ -107,6 +107,36 @@ def test_time_limit_and_one_computation_at_a_time():
         slow.server_close()
 
 
+def test_live_races_follow_the_command_lines_lr_mode_noise_and_seed():
+    settings = RaceSettings("shared", 0.05, noise=0.5, seed=7)
+    server = make_server(b"page", port=0, settings=settings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, body = get(server, "/api/race?surface=booth&start=1,1&steps=15&optimizers=SGD,Adam&lr_scale=2")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status == 200
+    expected = race(SURFACES["booth"], ["SGD", "Adam"], {"SGD": 0.1, "Adam": 0.1}, 15, (1.0, 1.0), 0.5, 7)
+    paths = json.loads(body)["paths"]
+    assert [p["x"] for p in paths] == [t.xs for t in expected]
+    assert [p["label"] for p in paths] == ["SGD (lr 0.1)", "Adam (lr 0.1)"]
+    request = parse_request({"surface": ["booth"], "steps": ["15"], "optimizers": ["SGD"]})
+    default = compute(request, RaceSettings("default"))["paths"][0]
+    assert default["lr"] == pytest.approx(1e-3)  # SGD's own default lr
+
+
+def _hover_loss(page, surface, trace, point):
+    """The loss the hover label shows for ``point`` of path trace ``trace``."""
+    page.evaluate(f"Plotly.Fx.unhover('fig-{surface}')")
+    page.wait_for_selector(f"#fig-{surface} .hovertext", state="detached")
+    page.evaluate(f"Plotly.Fx.hover('fig-{surface}', [{{curveNumber: {trace}, pointNumber: {point}}}])")
+    page.wait_for_selector(f"#fig-{surface} .hovertext")
+    texts = page.locator(f"#fig-{surface} .hovertext").all_text_contents()
+    return float(texts[0].split("loss")[1].strip().replace("−", "-"))
+
+
 def test_a_click_on_the_surface_races_from_there_in_a_real_browser(server):
     from playwright.sync_api import sync_playwright
     from test_race_page import ARGS, CHROMIUM
@@ -123,8 +153,33 @@ def test_a_click_on_the_surface_races_from_there_in_a_real_browser(server):
         with page.expect_response(lambda r: "/api/race" in r.url) as response:
             page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.25)
         assert response.value.status == 200
+        served = response.value.json()
         page.wait_for_function("document.getElementById('status').textContent.startsWith('started at')")
         start = page.evaluate("[RACE.surfaces.booth.paths[0].x[0], RACE.surfaces.booth.paths[0].y[0]]")
         assert start[0] == pytest.approx(5.0, abs=1.0) and start[1] == pytest.approx(5.0, abs=1.0)
         assert all(math.isfinite(v) for v in start) and errors == []
+
+        # Hover and legend show the new race, not the one the page was built with.
+        page.evaluate("pause(); show(RACE.steps)")
+        trace = page.evaluate("RACE.surfaces.booth.path_traces[0]")
+        for point in (0, 10, 40):
+            assert _hover_loss(page, "booth", trace, point) == pytest.approx(served["paths"][0]["loss"][point],
+                                                                             rel=1e-3)
+        legend = page.locator("#fig-booth .legendtext").all_text_contents()
+        assert all(p["label"] in legend for p in served["paths"])
+
+        # Releasing the lr slider races again from the same start; the legend shows the new lrs.
+        with page.expect_response(lambda r: "/api/race" in r.url) as response:
+            page.evaluate("const s = document.getElementById('lr-scale'); s.value = '1'; "
+                          "s.dispatchEvent(new Event('change'))")
+        served = response.value.json()
+        page.wait_for_function("RACE.surfaces.booth.paths[0].lr === " + json.dumps(served["paths"][0]["lr"]))
+        assert served["paths"][0]["lr"] == pytest.approx(10 * tuned_lrs()["booth"]["Adam"])
+        assert served["paths"][0]["x"][0] == pytest.approx(start[0])
+        page.wait_for_timeout(100)
+        legend = page.locator("#fig-booth .legendtext").all_text_contents()
+        assert all(p["label"] in legend for p in served["paths"])
+        page.evaluate("pause(); show(RACE.steps)")
+        assert _hover_loss(page, "booth", trace, 20) == pytest.approx(served["paths"][0]["loss"][20], rel=1e-3)
+        assert errors == []
         browser.close()
