@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ravine.files import atomic_output
+from ravine.race.colours import colour_of
 from ravine.schedules import Schedule
 
 
@@ -28,19 +29,15 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     return Path(path)
 
 
-def _palette(plt: Any) -> list[Any]:
-    """20 distinguishable colours: tab20's saturated half first, then its light half."""
-    tab20 = plt.get_cmap("tab20").colors
-    return [tab20[k] for k in range(0, 20, 2)] + [tab20[k] for k in range(1, 20, 2)]
-
-
 def _surface_axes(plt: Any, surface: Any, figsize: tuple[float, float], resolution: int, levels: int) -> Any:
     """A figure with the surface's log-gap contour, its window and its minima marked."""
     xs, ys, z = surface.log_gap_grid(resolution)
     fig, ax = plt.subplots(figsize=figsize)
     ax.contourf(xs.numpy(), ys.numpy(), z.numpy(), levels=levels, cmap="Greys_r", alpha=0.85)
-    for mx, my in surface.minima:
-        ax.plot(mx, my, "*", color="gold", markeredgecolor="black", markersize=14, zorder=5)  # above the paths
+    from ravine.race.colours import MINIMUM
+
+    for mx, my in surface.minima:  # above the paths
+        ax.plot(mx, my, "*", color=MINIMUM["colour"], markeredgecolor=MINIMUM["edge"], markersize=14, zorder=5)
     ax.set_xlim(*surface.x_range)
     ax.set_ylim(*surface.y_range)
     return fig, ax, (xs, ys, z)
@@ -70,12 +67,10 @@ def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str
     plt = _pyplot()
     fig, ax, (xs, ys, z) = _surface_axes(plt, surface, (7.5, 6.2), 240, 40)
     ax.contour(xs.numpy(), ys.numpy(), z.numpy(), levels=20, colors="white", linewidths=0.3, alpha=0.5)
-    colors = _palette(plt)
-    for i, t in enumerate(trajectories):
-        label = t.label
-        ax.plot(t.xs, t.ys, "-", color=colors[i % 20], linewidth=1.6, label=label)
-        ax.plot(t.xs[-1], t.ys[-1], "o", color=colors[i % 20], markersize=4)
-    ax.plot(*surface.start, "s", color="white", markeredgecolor="black", markersize=7, label="start")
+    for t in trajectories:
+        ax.plot(t.xs, t.ys, "-", color=colour_of(t.name), linewidth=1.6, label=t.label)
+        ax.plot(t.xs[-1], t.ys[-1], "o", color=colour_of(t.name), markersize=4)
+    _start_marker(ax, trajectories, surface)
     ax.set_title(f"{surface.title}: {surface.formula}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -85,28 +80,44 @@ def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str
         plt.close(fig)
 
 
-def animate_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str], frames: int = 40) -> Path:
-    """An animated GIF of the paths growing on the contour (matplotlib + Pillow, no external binary)."""
+def _start_marker(ax: Any, trajectories: list[Any], surface: Any) -> None:
+    from ravine.race.colours import START
+
+    start = (trajectories[0].xs[0], trajectories[0].ys[0]) if trajectories else surface.start
+    ax.plot(*start, "s", color=START["colour"], markeredgecolor=START["edge"], markersize=7, label="start",
+            zorder=6)
+
+
+def animate_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str], frames: int = 75,
+                 fps: int = 15, hold_s: float = 2.0) -> Path:
+    """An animated GIF of the paths growing on the contour (matplotlib + Pillow, no external binary).
+
+    900 px wide, the legend naming each optimizer with its lr, the start marked; ``frames`` frames of growth at
+    ``fps``, then the finished race held for ``hold_s`` seconds before the loop starts again.
+    """
     from matplotlib.animation import PillowWriter
 
     plt = _pyplot()
-    fig, ax, _ = _surface_axes(plt, surface, (6.4, 5.0), 160, 30)
-    colors = _palette(plt)
-    lines = [ax.plot([], [], "-", color=colors[i % 20], linewidth=1.6, label=t.name)[0]
-             for i, t in enumerate(trajectories)]
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    title = ax.set_title("", fontsize=9)
+    fig, ax, _ = _surface_axes(plt, surface, (10.0, 6.0), 200, 30)
+    lines = [ax.plot([], [], "-", color=colour_of(t.name), linewidth=2.0, label=t.label)[0] for t in trajectories]
+    heads = [ax.plot([], [], "o", color=colour_of(t.name), markersize=5)[0] for t in trajectories]
+    _start_marker(ax, trajectories, surface)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    title = ax.set_title("", fontsize=11)
     fig.tight_layout()
     steps = len(trajectories[0].xs) - 1 if trajectories else 0
     try:
         with atomic_output(path) as tmp:
-            writer = PillowWriter(fps=12)
-            with writer.saving(fig, tmp, dpi=80):
+            writer = PillowWriter(fps=fps)
+            with writer.saving(fig, tmp, dpi=90):
                 for k in range(frames + 1):
                     step = round(steps * k / frames)
-                    for line, t in zip(lines, trajectories, strict=True):
+                    for line, head, t in zip(lines, heads, trajectories, strict=True):
                         line.set_data(t.xs[: step + 1], t.ys[: step + 1])
-                    title.set_text(f"{surface.title} — step {step}")
+                        head.set_data(t.xs[step: step + 1], t.ys[step: step + 1])
+                    title.set_text(f"{surface.title} — step {step} of {steps}")
+                    writer.grab_frame()
+                for _ in range(round(hold_s * fps)):
                     writer.grab_frame()
     finally:
         plt.close(fig)

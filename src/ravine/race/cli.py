@@ -13,6 +13,7 @@ from pathlib import Path
 from ravine.extras import require
 from ravine.files import atomic_folder, check_output_folder
 from ravine.progress import Progress
+from ravine.race.families import curated
 from ravine.race.run import CONTESTANTS, TUNED_FILE, RaceSettings, race, tune_all, tuned_lrs
 from ravine.race.surfaces import SURFACES
 from ravine.registry import match_names
@@ -114,6 +115,11 @@ def run_race(args: argparse.Namespace) -> int:
     from ravine.plotting import animate_race, plot_race
     from ravine.race.page import write_page
 
+    def drawn(surface: str, trajectories: list) -> list:
+        """The PNGs and the GIF draw the curated few, or every optimizer the command named."""
+        keep = names if args.optimizers else curated(surface, names)
+        return [t for t in trajectories if t.name in keep]
+
     summary, tables, results = {}, [], {}
     with atomic_folder(output, RACE_OUTPUTS) as out:
         with Progress(len(surfaces), "racing") as bar:
@@ -128,10 +134,10 @@ def run_race(args: argparse.Namespace) -> int:
                                                          for t in trajectories}}
                 tables.append(format_table(name, rows))
                 results[name] = (surface, trajectories)
-                plot_race(surface, trajectories, out / f"{name}.png")
-        first_surface, first_trajectories = next(iter(results.values()))
+                plot_race(surface, drawn(name, trajectories), out / f"{name}.png")
+        first, (first_surface, first_trajectories) = next(iter(results.items()))
         log(f"animating {first_surface.title} to race.gif")
-        animate_race(first_surface, first_trajectories, out / "race.gif")
+        animate_race(first_surface, drawn(first, first_trajectories), out / "race.gif")
         write_page(results, args.steps, out / "race.html", subtitle=f"{settings.describe()}; {args.steps} steps.")
         report = "\n\n".join(tables)
         (out / "summary.md").write_text(f"lr mode: {settings.lr_mode} · steps: {args.steps} · "

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ravine.files import atomic_output
+from ravine.race.colours import MINIMUM, START, colour_of
+from ravine.race.families import FAMILIES, curated
 from ravine.race.run import Trajectory
 from ravine.race.surfaces import Surface
-
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf", "#393b79", "#ad494a"]
 
 _SCRIPT = """
 const RACE = __DATA__;
@@ -53,16 +52,27 @@ function play() {
     show(step + Number($("speed").value));
   }, 40);
 }
+function applyShow() {  // the curated few, a family or all; hidden ones stay in the legend, one click away
+  const name = $("surface").value, surface = current(), choice = $("show").value;
+  const pick = choice === "all" ? null : choice === "curated" ? surface.curated : RACE.families[choice];
+  const visible = surface.paths.map((p) => (pick === null || pick.includes(p.name)) ? true : "legendonly");
+  const div = $("fig-" + name);
+  for (const traces of [surface.path_traces, surface.loss_traces, surface.dist_traces]) {
+    Plotly.restyle(div, {visible: visible}, traces);
+  }
+}
 function choose() {
   pause();
   for (const name of Object.keys(RACE.surfaces)) $("box-" + name).style.display = "none";
   $("box-" + $("surface").value).style.display = "block";
   Plotly.Plots.resize($("fig-" + $("surface").value));  // laid out while hidden: take the page's width
+  applyShow();
   show(step);
 }
 $("play").addEventListener("click", play);
 $("slider").addEventListener("input", (e) => { pause(); show(Number(e.target.value)); });
 $("surface").addEventListener("change", choose);
+$("show").addEventListener("change", applyShow);
 window.addEventListener("load", () => { choose(); show(0); });
 """
 
@@ -132,7 +142,8 @@ def path_data(surface: Surface, t: Trajectory) -> dict[str, Any]:
     }
 
 
-def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tuple[str, dict[str, Any]]:
+def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str,
+            shown: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -145,30 +156,34 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
     fig.add_trace(go.Contour(x=gx.tolist(), y=gy.tolist(), z=z.tolist(), colorscale="Greys", reversescale=True,
                              showscale=False, ncontours=30, hoverinfo="none", line={"width": 0.3}), row=1, col=1)
     fig.add_trace(go.Scatter(x=[m[0] for m in surface.minima], y=[m[1] for m in surface.minima], mode="markers",
-                             marker={"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1}},
+                             marker={"symbol": "star", "size": 16, "color": MINIMUM["colour"],
+                                     "line": {"width": 1.5, "color": MINIMUM["edge"]}},
                              name="global minima", hovertemplate="minimum (%{x:.4g}, %{y:.4g})<extra></extra>"),
                   row=1, col=1)
     fig.add_trace(go.Scatter(x=[surface.start[0]], y=[surface.start[1]], mode="markers", name="start",
-                             marker={"symbol": "square", "size": 10, "color": "white", "line": {"width": 1}}),
+                             marker={"symbol": "square", "size": 10, "color": START["colour"],
+                                     "line": {"width": 1, "color": START["edge"]}}),
                   row=1, col=1)
     paths, path_traces, loss_traces, dist_traces = [], [], [], []
-    for i, t in enumerate(trajectories):
-        color = PALETTE[i % len(PALETTE)]
+    for t in trajectories:
+        color = colour_of(t.name)
+        visible: bool | str = True if shown is None or t.name in shown else "legendonly"
         path = path_data(surface, t)
         paths.append(path)
         steps, gap, dist = path["t"], path["gap"], path["dist"]
         path_traces.append(len(fig.data))
         fig.add_trace(go.Scatter(x=t.xs[:1], y=t.ys[:1], mode="lines+markers", name=t.label,
                                  legendgroup=t.name, line={"color": color, "width": 2}, marker={"size": 3},
+                                 visible=visible,
                                  customdata=[path["loss"][:1]],
                                  hovertemplate=f"{t.name}<br>(%{{x:.4g}}, %{{y:.4g}})"
                                                "<br>loss %{customdata[0]:.4g}<extra></extra>"), row=1, col=1)
         loss_traces.append(len(fig.data))
         fig.add_trace(go.Scatter(x=steps[:1], y=gap[:1], mode="lines", legendgroup=t.name, showlegend=False,
-                                 line={"color": color}, name=t.name), row=1, col=2)
+                                 line={"color": color}, name=t.name, visible=visible), row=1, col=2)
         dist_traces.append(len(fig.data))
         fig.add_trace(go.Scatter(x=steps[:1], y=dist[:1], mode="lines", legendgroup=t.name, showlegend=False,
-                                 line={"color": color}, name=t.name), row=2, col=2)
+                                 line={"color": color}, name=t.name, visible=visible), row=2, col=2)
     fig.update_xaxes(range=[x0, x1], row=1, col=1)
     fig.update_yaxes(range=[y0, y1], row=1, col=1)
     steps_total = len(trajectories[0].xs) - 1 if trajectories else 0
@@ -181,7 +196,8 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str) -> tu
                          config={"displaylogo": False, "responsive": True})
     start = [trajectories[0].xs[0], trajectories[0].ys[0]] if trajectories else list(surface.start)
     data = {"paths": paths, "path_traces": path_traces, "loss_traces": loss_traces, "dist_traces": dist_traces,
-            "start_trace": 2, "start": start}
+            "start_trace": 2, "start": start,
+            "curated": curated(surface.name, [t.name for t in trajectories])}
     return markup, data
 
 
@@ -201,12 +217,19 @@ def render_page(results: dict[str, tuple[Surface, list[Trajectory]]], steps: int
 
     figures, data = [], {}
     for name, (surface, trajectories) in results.items():
-        markup, data[name] = _figure(surface, trajectories, f"fig-{name}")
+        markup, data[name] = _figure(surface, trajectories, f"fig-{name}",
+                                     curated(name, [t.name for t in trajectories]))
         figures.append(f'<div id="box-{name}" style="display:none">{markup}'
                        f"<p class='note'>{html.escape(surface.note)}</p></div>")
     options = "".join(f'<option value="{name}">{html.escape(surface.title)}</option>'
                       for name, (surface, _) in results.items())
-    script = _SCRIPT.replace("__DATA__", json.dumps({"steps": steps, "surfaces": data}, allow_nan=False))
+    raced = {t.name for _, trajectories in results.values() for t in trajectories}
+    show_options = '<option value="curated">a curated few</option>' + "".join(
+        f'<option value="{html.escape(family)}">{html.escape(family)}</option>'
+        for family, names in FAMILIES.items() if raced & set(names)) + '<option value="all">all</option>'
+
+    script = _SCRIPT.replace("__DATA__", json.dumps({"steps": steps, "surfaces": data, "families": FAMILIES},
+                                                    allow_nan=False))
     if live:
         script += _LIVE_SCRIPT
     live_controls = ('<label><span id="lr-label">lr × 1.0</span> <input id="lr-scale" type="range" min="-2" '
@@ -224,6 +247,7 @@ align-items:center;flex-wrap:wrap;margin:.5em 0}} .note{{color:#666;font-size:.9
 <button id="play">▶ play</button>
 <input id="slider" type="range" min="0" max="{steps}" value="0" aria-label="step">
 <span id="counter">step 0 / {steps}</span>
+<label>show <select id="show">{show_options}</select></label>
 <label>speed <select id="speed"><option value="1">1×</option><option value="2" selected>2×</option>
 <option value="5">5×</option><option value="10">10×</option></select></label>{live_controls}</div>
 {"".join(figures)}

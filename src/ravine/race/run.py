@@ -125,16 +125,33 @@ def tuning_starts(surface: Surface) -> list[tuple[float, float]]:
     return [(sx, sy), (sx + dx, sy - dy), (sx - dx, sy + dy)]
 
 
+BLOW_UP_DECADES = 2.0  # a run ending this many decades of f − f* above the best it reached has blown up
+OBJECTIVE = ("mean over 3 start points of the area under log10(f − f* + 1e-12) across all steps (lower is "
+             "better: it rewards getting close early and staying there); an lr is disqualified if any run leaves "
+             f"the plotted window or ends more than {BLOW_UP_DECADES:g} decades of f − f* above the best it "
+             "reached (a late blow-up)")
+
+
+def tuning_score(surface: Surface, positions: torch.Tensor, losses: torch.Tensor) -> float:
+    """The tuning objective (:data:`OBJECTIVE`) of runs with ``positions`` (steps+1, n, 2) and ``losses``
+    (steps+1, n); ``inf`` when disqualified."""
+    (x0, x1), (y0, y1) = surface.x_range, surface.y_range
+    x, y = positions[..., 0], positions[..., 1]
+    if not torch.isfinite(losses).all() or ((x < x0) | (x > x1) | (y < y0) | (y > y1)).any():
+        return math.inf
+    log_gap = torch.log10((losses - surface.f_min).clamp_min(0) + 1e-12)
+    if (log_gap[-1] > log_gap.amin(0) + BLOW_UP_DECADES).any():
+        return math.inf
+    return log_gap.mean().item()
+
+
 def tune(surface: Surface, name: str, steps: int) -> float:
-    """The grid lr minimising the mean over start points of log10(f_final − f* + 1e-12); divergence loses."""
+    """The grid lr with the best :func:`tuning_score` over :func:`tuning_starts` (ties keep the smaller lr)."""
     best, best_score = LR_GRID[0], math.inf
     for lr in LR_GRID:
-        _, losses, diverged_at = descend(surface, name, lr, tuning_starts(surface), steps)
-        final = losses[-1]
-        if (diverged_at >= 0).any() or not torch.isfinite(final).all():
-            continue
-        score = torch.log10((final - surface.f_min).clamp_min(0) + 1e-12).mean().item()
-        if score < best_score - 1e-9:  # ties keep the smaller lr
+        positions, losses, _ = descend(surface, name, lr, tuning_starts(surface), steps)
+        score = tuning_score(surface, positions, losses)
+        if score < best_score - 1e-9:
             best, best_score = lr, score
     return best
 
@@ -150,7 +167,7 @@ def tune_all(steps: int) -> dict[str, Any]:
                 bar.update(f"{surface.name} · {name}")
                 table[surface.name][name] = tune(surface, name, steps)
     return {
-        "objective": "mean over 3 start points of log10(f_final - f_min + 1e-12); diverged runs excluded",
+        "objective": OBJECTIVE,
         "grid": LR_GRID,
         "steps": steps,
         "lrs": table,
