@@ -146,3 +146,9 @@ def test_the_png_and_the_gif_draw_each_optimizer_in_its_page_colour(tmp_path):
             return max(abs(a - b) for a, b in zip(colour, rgb, strict=True)) <= 12
 
         assert any(near(c) for _, c in gif.getcolors(1 << 20)), run.name  # GIF colours are quantised
+
+
+def test_log_axes_use_powers_of_ten_and_the_pause_glyph_is_in_debians_fonts(page_file):
+    text = page_file.read_text()
+    assert '"exponentformat":"power"' in text.replace(" ", "")
+    assert "⏸" not in text and "‖ pause" in text

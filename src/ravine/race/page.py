@@ -46,7 +46,7 @@ function pause() { if (timer) { clearInterval(timer); timer = null; } $("play").
 function play() {
   if (timer) { pause(); return; }
   if (step >= RACE.steps) show(0);
-  $("play").textContent = "⏸ pause";
+  $("play").textContent = "‖ pause";  // U+2016: in Debian's default fonts, unlike ⏸
   timer = setInterval(() => {
     if (step >= RACE.steps) { pause(); return; }
     show(step + Number($("speed").value));
@@ -189,7 +189,7 @@ def _figure(surface: Surface, trajectories: list[Trajectory], div_id: str,
     steps_total = len(trajectories[0].xs) - 1 if trajectories else 0
     fig.update_xaxes(range=[0, steps_total], row=1, col=2)
     fig.update_xaxes(range=[0, steps_total], title_text="step", row=2, col=2)
-    fig.update_yaxes(type="log", row=2, col=2)
+    fig.update_yaxes(type="log", exponentformat="power", row=2, col=2)  # 10⁻⁹, not "1n"
     fig.update_layout(height=640, margin={"l": 40, "r": 20, "t": 60, "b": 40}, legend={"x": 1.02, "y": 1},
                       template="plotly_white")
     markup = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,

@@ -118,11 +118,13 @@ def race(surface: Surface, names: list[str], lrs: dict[str, float], steps: int, 
 
 
 def tuning_starts(surface: Surface) -> list[tuple[float, float]]:
-    """The standard start and two more, 10% of the window away from it, for a fair lr search."""
+    """The standard start and two more, 10% of the window away from it along x and along y, towards the window's
+    centre (so no start sits on the window's edge, which the tuning objective forbids leaving)."""
     (x0, x1), (y0, y1) = surface.x_range, surface.y_range
     sx, sy = surface.start
-    dx, dy = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
-    return [(sx, sy), (sx + dx, sy - dy), (sx - dx, sy + dy)]
+    dx = math.copysign(0.1 * (x1 - x0), (x0 + x1) / 2 - sx)
+    dy = math.copysign(0.1 * (y1 - y0), (y0 + y1) / 2 - sy)
+    return [(sx, sy), (sx + dx, sy), (sx, sy + dy)]
 
 
 BLOW_UP_DECADES = 2.0  # a run ending this many decades of f − f* above the best it reached has blown up
