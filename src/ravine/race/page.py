@@ -46,7 +46,7 @@ function pause() { if (timer) { clearInterval(timer); timer = null; } $("play").
 function play() {
   if (timer) { pause(); return; }
   if (step >= RACE.steps) show(0);
-  $("play").textContent = "‖ pause";  // U+2016: in Debian's default fonts, unlike ⏸
+  $("play").textContent = "‖ pause";  // U+2016: in Debian's default fonts (U+23F8 is not)
   timer = setInterval(() => {
     if (step >= RACE.steps) { pause(); return; }
     show(step + Number($("speed").value));
