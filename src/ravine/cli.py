@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import ravine
 from ravine import demo, schedules
 from ravine.extras import CommandError, require
+from ravine.race.run import LR_MODES
 from ravine.registry import match_names
 
 BENCHMARKS = {
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     race_parser.add_argument("--optimizers", default=None, help="comma-separated subset (default: all)")
     race_parser.add_argument("--steps", type=_positive_int, default=300)
     race_parser.add_argument("--start", default=None, help="x,y start point for every surface")
-    race_parser.add_argument("--lr-mode", choices=["tuned", "shared", "default"], default=None,
+    race_parser.add_argument("--lr-mode", choices=LR_MODES, default=None,
                              help="tuned (default): the learning rates tuned per surface; shared: one lr for all "
                                   "(--lr); default: each optimizer's own default lr")
     race_parser.add_argument("--lr", type=float, default=None,
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except CommandError as error:
-        print(f"ravine: {error}" if not str(error).startswith("ravine") else str(error), file=sys.stderr)
+        print(error, file=sys.stderr)  # it names the command
         return 2
     except KeyboardInterrupt:
         print("\nravine: interrupted; nothing was written (outputs are replaced only when a run completes)",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ravine.files import atomic_output
-from ravine.race.colours import colour_of
+from ravine.race.colours import MINIMUM, START, colour_of
 from ravine.schedules import Schedule
 
 
@@ -34,8 +34,6 @@ def _surface_axes(plt: Any, surface: Any, figsize: tuple[float, float], resoluti
     xs, ys, z = surface.log_gap_grid(resolution)
     fig, ax = plt.subplots(figsize=figsize)
     ax.contourf(xs.numpy(), ys.numpy(), z.numpy(), levels=levels, cmap="Greys_r", alpha=0.85)
-    from ravine.race.colours import MINIMUM
-
     for mx, my in surface.minima:  # above the paths
         ax.plot(mx, my, "*", color=MINIMUM["colour"], markeredgecolor=MINIMUM["edge"], markersize=14, zorder=5)
     ax.set_xlim(*surface.x_range)
@@ -81,8 +79,6 @@ def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str
 
 
 def _start_marker(ax: Any, trajectories: list[Any], surface: Any) -> None:
-    from ravine.race.colours import START
-
     start = (trajectories[0].xs[0], trajectories[0].ys[0]) if trajectories else surface.start
     ax.plot(*start, "s", color=START["colour"], markeredgecolor=START["edge"], markersize=7, label="start",
             zorder=6)

@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     table = markdown(result)
-    with atomic_folder(args.output, OUTPUTS) as out:
-        (out / "step.md").write_text(table + "\n")
-        (out / "step.json").write_text(json.dumps(result, indent=2) + "\n")
-        bar_chart(result, out / "step.png")
+    with atomic_folder(args.output, OUTPUTS) as folder:
+        (folder / "step.md").write_text(table + "\n")
+        (folder / "step.json").write_text(json.dumps(result, indent=2) + "\n")
+        bar_chart(result, folder / "step.png")
     print(table)
     out = Path(args.output)
     print(f"\nwrote {out / 'step.md'}, {out / 'step.json'}, {out / 'step.png'}", file=sys.stderr)

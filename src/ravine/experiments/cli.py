@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ravine.extras import require
 from ravine.files import atomic_folder, check_output_folder
 
 DEFAULT_SEEDS = 5
@@ -58,17 +59,6 @@ def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:
     return claims, device
 
 
-def _missing_dependencies() -> list[str]:
-    missing = []
-    for module, package in (("sklearn", "scikit-learn"), ("scipy", "scipy"), ("matplotlib", "matplotlib"),
-                            ("rich", "rich")):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(package)
-    return missing
-
-
 def run_compare(args: argparse.Namespace) -> int:
     from ravine.experiments.claims import CLAIMS
 
@@ -85,10 +75,7 @@ def run_compare(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"ravine compare: {error}", file=sys.stderr)
         return 2
-    missing = _missing_dependencies()
-    if missing:
-        print(f"ravine compare needs {', '.join(missing)}: pip install 'ravine[compare]'", file=sys.stderr)
-        return 2
+    require("ravine compare", "compare", "sklearn", "scipy", "matplotlib", "rich")
     if args.tune:
         return _tune(args)
     from rich.console import Console

@@ -75,7 +75,7 @@ def _settings(args: argparse.Namespace) -> RaceSettings:
     if not (math.isfinite(args.noise) and args.noise >= 0):
         raise ValueError(f"Invalid noise: {args.noise} (noise must be a finite number >= 0)")
     mode = mode or "tuned"
-    tuned = tuned_lrs(args.tuned) if args.tuned is not None else None
+    tuned = tuned_lrs(args.tuned) if mode == "tuned" else None  # read once, not once per surface
     return RaceSettings(mode, 1e-2 if args.lr is None else args.lr, args.noise, args.seed, tuned)
 
 

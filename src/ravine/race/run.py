@@ -40,8 +40,11 @@ class Trajectory:
     xs: list[float]
     ys: list[float]
     losses: list[float]
-    diverged: bool
     diverged_at: int | None = None  # the first step whose position was non-finite or far outside the window
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
 
     @property
     def label(self) -> str:
@@ -62,10 +65,12 @@ class Trajectory:
         }
 
 
-def _outside(surface: Surface, xy: torch.Tensor) -> torch.Tensor:
+def _outside(surface: Surface, xy: torch.Tensor, margin: float = ESCAPE) -> torch.Tensor:
+    """Which positions (``xy[..., :2]``) lie more than ``margin`` window-widths outside the plotted window."""
     (x0, x1), (y0, y1) = surface.x_range, surface.y_range
-    wx, wy = ESCAPE * (x1 - x0), ESCAPE * (y1 - y0)
-    return (xy[:, 0] < x0 - wx) | (xy[:, 0] > x1 + wx) | (xy[:, 1] < y0 - wy) | (xy[:, 1] > y1 + wy)
+    wx, wy = margin * (x1 - x0), margin * (y1 - y0)
+    x, y = xy[..., 0], xy[..., 1]
+    return (x < x0 - wx) | (x > x1 + wx) | (y < y0 - wy) | (y > y1 + wy)
 
 
 def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, float]], steps: int,
@@ -82,7 +87,6 @@ def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, fl
     optimizer = factory([xy], lr)
     generator = torch.Generator().manual_seed(seed)
     positions, losses = [xy.detach().clone()], []
-    diverged = torch.zeros(len(starts), dtype=torch.bool)
     diverged_at = torch.full((len(starts),), -1, dtype=torch.int64)
     for step in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
@@ -96,9 +100,9 @@ def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, fl
         optimizer.step()
         with torch.no_grad():
             bad = ~torch.isfinite(xy).all(dim=1) | _outside(surface, xy)
-            diverged_at[bad & ~diverged] = step
-            diverged |= bad
-            xy[diverged] = positions[-1][diverged]  # a diverged run stays where it last was finite
+            diverged_at[bad & (diverged_at < 0)] = step
+            held = diverged_at >= 0
+            xy[held] = positions[-1][held]  # a diverged run stays where it last was finite
         positions.append(xy.detach().clone())
     with torch.no_grad():
         losses.append(surface(xy[:, 0], xy[:, 1]).detach().clone())
@@ -113,7 +117,7 @@ def race(surface: Surface, names: list[str], lrs: dict[str, float], steps: int, 
         positions, losses, diverged_at = descend(surface, name, lrs[name], [start], steps, noise, seed, deadline)
         at = int(diverged_at[0])
         out.append(Trajectory(name, lrs[name], positions[:, 0, 0].tolist(), positions[:, 0, 1].tolist(),
-                              losses[:, 0].tolist(), at >= 0, at if at >= 0 else None))
+                              losses[:, 0].tolist(), at if at >= 0 else None))
     return out
 
 
@@ -137,9 +141,7 @@ OBJECTIVE = ("mean over 3 start points of the area under log10(f − f* + 1e-12)
 def tuning_score(surface: Surface, positions: torch.Tensor, losses: torch.Tensor) -> float:
     """The tuning objective (:data:`OBJECTIVE`) of runs with ``positions`` (steps+1, n, 2) and ``losses``
     (steps+1, n); ``inf`` when disqualified."""
-    (x0, x1), (y0, y1) = surface.x_range, surface.y_range
-    x, y = positions[..., 0], positions[..., 1]
-    if not torch.isfinite(losses).all() or ((x < x0) | (x > x1) | (y < y0) | (y > y1)).any():
+    if not torch.isfinite(losses).all() or _outside(surface, positions, margin=0.0).any():
         return math.inf
     log_gap = torch.log10((losses - surface.f_min).clamp_min(0) + 1e-12)
     if (log_gap[-1] > log_gap.amin(0) + BLOW_UP_DECADES).any():
