@@ -3,6 +3,9 @@ path, the same operations on the multi-tensor and fused stand-ins, one registry 
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 import torch
 from helpers import clone_params, make_params, set_grads
@@ -224,3 +227,22 @@ def test_a_tensor_lr_of_any_one_element_shape_works_on_every_path(shape, flags):
     for a, b in zip(work, other, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-10, atol=1e-12)  # fused may contract an FMA
+
+
+def test_fused_segment_reductions_match_each_tensors_own_sum_and_max():
+    """The block layout (whole blocks plus two partial end blocks per tensor) over 200 random layouts: empty,
+    one-element, block-sized and block-straddling tensors in any order."""
+    from ravine.engine.flat import BLOCK, segment_layout
+
+    rng = random.Random(0)
+    sizes = [0, 1, 3, 100, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK - 1, 2 * BLOCK, 700, 1500]
+    for _ in range(200):
+        numels = [rng.choice(sizes) for _ in range(rng.randint(1, 8))]
+        if sum(numels) == 0:
+            continue
+        x = torch.randn(sum(numels), dtype=torch.float64)
+        flat = FusedTensor(x, segment_layout(numels, x.device))
+        sums, maxima = flat._segment_reduce(x, "sum"), flat._segment_reduce(x, "max")
+        for i, piece in enumerate(torch.split(x, numels)):
+            torch.testing.assert_close(sums[i], piece.sum(), rtol=1e-12, atol=1e-12)
+            assert maxima[i] == (piece.max() if piece.numel() else -math.inf), (numels, i)
