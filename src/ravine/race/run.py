@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -73,40 +73,82 @@ def _outside(surface: Surface, xy: torch.Tensor, margin: float = ESCAPE) -> torc
     return (x < x0 - wx) | (x > x1 + wx) | (y < y0 - wy) | (y > y1 + wy)
 
 
-def descend(surface: Surface, name: str, lr: float, starts: list[tuple[float, float]], steps: int,
-            noise: float = 0.0, seed: int = 0, deadline: float | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run contestant ``name`` from every start at once.
+MOMENT_KEYS = ("momentum_buffer", "exp_avg")  # the state tensor an arrow draws as "momentum / first moment"
 
-    Returns positions (steps+1, n, 2), losses (steps+1, n) and, per start, the step at which the run diverged
-    (−1 if it did not); a diverged run is held at its last good position. With ``deadline`` (a
+
+class Descent(NamedTuple):
+    """Runs of one contestant: ``cells`` (param groups with their own hyperparameters) × ``rows`` (start points,
+    each with its own gradient-noise σ). ``positions`` is (steps+1, cells, rows, 2), ``losses`` (steps+1, cells,
+    rows), ``diverged_at`` (cells, rows) with −1 for runs that did not diverge. With ``record``, ``grads`` holds
+    the gradient each step saw (noise included) and ``moments`` the momentum / first-moment state after the step
+    (steps, cells, rows, 2; ``moments`` is None for optimizers without one)."""
+
+    positions: torch.Tensor
+    losses: torch.Tensor
+    diverged_at: torch.Tensor
+    grads: torch.Tensor | None = None
+    moments: torch.Tensor | None = None
+
+
+def descend(surface: Surface, name: str, cells: list[dict[str, Any]], starts: list[tuple[float, float]],
+            steps: int, noise: float | list[float] = 0.0, seed: int = 0, deadline: float | None = None,
+            record: bool = False) -> Descent:
+    """Run contestant ``name`` from every start, once per cell, all in one optimizer.
+
+    Every cell is a param group (``{"lr": …}`` plus any other hyperparameter, e.g. ``"betas"``) holding one
+    (rows, 2) tensor; the race's optimizers are element-wise, so each row runs exactly as it would alone. Every
+    noisy row sees the same seeded noise draw at each step (common random numbers: cells differ by their
+    hyperparameters, not by their luck). A diverged run is held at its last good position. With ``deadline`` (a
     ``time.monotonic()`` value), raises TimeoutError once it has passed.
     """
-    factory = CONTESTANTS[name][0]
-    xy = torch.tensor(starts, dtype=torch.float64, requires_grad=True)
-    optimizer = factory([xy], lr)
+    sigmas = noise if isinstance(noise, list) else [noise] * len(starts)
+    board = torch.tensor(starts, dtype=torch.float64).expand(len(cells), -1, -1).clone()
+    grad = torch.zeros_like(board)
+    params = list(board.unbind(0))  # views: the optimizer updates the board in place
+    for param, g in zip(params, grad.unbind(0), strict=True):
+        param.grad = g
+    optimizer = VARIANTS[name].build([{"params": [p], **cell} for p, cell in zip(params, cells, strict=True)],
+                                     cells[0]["lr"])
     generator = torch.Generator().manual_seed(seed)
-    positions, losses = [xy.detach().clone()], []
-    diverged_at = torch.full((len(starts),), -1, dtype=torch.int64)
+    positions, losses, grads, moments = [board.clone()], [], [], []
+    diverged_at = torch.full(board.shape[:2], -1, dtype=torch.int64)
     for step in range(1, steps + 1):
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"the race on {surface.name} ran out of time")
-        optimizer.zero_grad()
-        loss = surface(xy[:, 0], xy[:, 1])
-        loss.sum().backward()  # rows are independent: each gets its own gradient
-        losses.append(loss.detach().clone())
-        if noise:
-            xy.grad.add_(torch.randn(xy.shape, generator=generator, dtype=xy.dtype), alpha=noise)
+        xy = board.detach().clone().requires_grad_()
+        loss = surface(xy[..., 0], xy[..., 1])
+        (g,) = torch.autograd.grad(loss.sum(), xy)  # rows are independent: each gets its own gradient
+        grad.copy_(g)
+        losses.append(loss.detach())
+        if any(sigmas):
+            draw = torch.randn(2, generator=generator, dtype=board.dtype)
+            for row, sigma in enumerate(sigmas):
+                if sigma:
+                    grad[:, row].add_(draw, alpha=sigma)
         optimizer.step()
+        if record:
+            grads.append(grad.clone())
+            state = [next((optimizer.state[p][k] for k in MOMENT_KEYS if k in optimizer.state[p]), None)
+                     for p in params]
+            moments.append(None if any(m is None for m in state) else torch.stack(state))
         with torch.no_grad():
-            bad = ~torch.isfinite(xy).all(dim=1) | _outside(surface, xy)
+            bad = ~torch.isfinite(board).all(dim=-1) | _outside(surface, board)
             diverged_at[bad & (diverged_at < 0)] = step
             held = diverged_at >= 0
-            xy[held] = positions[-1][held]  # a diverged run stays where it last was finite
-        positions.append(xy.detach().clone())
-    with torch.no_grad():
-        losses.append(surface(xy[:, 0], xy[:, 1]).detach().clone())
-    return torch.stack(positions), torch.stack(losses), diverged_at
+            board[held] = positions[-1][held]  # a diverged run stays where it last was finite
+        positions.append(board.clone())
+    losses.append(surface(board[..., 0], board[..., 1]))
+    has_moments = record and bool(moments) and all(m is not None for m in moments)
+    return Descent(torch.stack(positions), torch.stack(losses), diverged_at,
+                   torch.stack(grads) if record and grads else None,
+                   torch.stack(moments) if has_moments else None)
+
+
+def trajectory(name: str, lr: float, run: Descent, cell: int, row: int) -> Trajectory:
+    """One run of a :class:`Descent` as a :class:`Trajectory`."""
+    at = int(run.diverged_at[cell, row])
+    return Trajectory(name, lr, run.positions[:, cell, row, 0].tolist(), run.positions[:, cell, row, 1].tolist(),
+                      run.losses[:, cell, row].tolist(), at if at >= 0 else None)
 
 
 def race(surface: Surface, names: list[str], lrs: dict[str, float], steps: int, start: tuple[float, float],
@@ -114,10 +156,8 @@ def race(surface: Surface, names: list[str], lrs: dict[str, float], steps: int, 
     """One trajectory per contestant from ``start``."""
     out = []
     for name in names:
-        positions, losses, diverged_at = descend(surface, name, lrs[name], [start], steps, noise, seed, deadline)
-        at = int(diverged_at[0])
-        out.append(Trajectory(name, lrs[name], positions[:, 0, 0].tolist(), positions[:, 0, 1].tolist(),
-                              losses[:, 0].tolist(), at if at >= 0 else None))
+        run = descend(surface, name, [{"lr": lrs[name]}], [start], steps, noise, seed, deadline)
+        out.append(trajectory(name, lrs[name], run, 0, 0))
     return out
 
 
@@ -153,8 +193,8 @@ def tune(surface: Surface, name: str, steps: int) -> float:
     """The grid lr with the best :func:`tuning_score` over :func:`tuning_starts` (ties keep the smaller lr)."""
     best, best_score = LR_GRID[0], math.inf
     for lr in LR_GRID:
-        positions, losses, _ = descend(surface, name, lr, tuning_starts(surface), steps)
-        score = tuning_score(surface, positions, losses)
+        run = descend(surface, name, [{"lr": lr}], tuning_starts(surface), steps)
+        score = tuning_score(surface, run.positions[:, 0], run.losses[:, 0])
         if score < best_score - 1e-9:
             best, best_score = lr, score
     return best
