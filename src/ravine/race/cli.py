@@ -14,7 +14,8 @@ from ravine.extras import require
 from ravine.files import atomic_folder, check_output_folder
 from ravine.progress import Progress
 from ravine.race.families import curated
-from ravine.race.run import CONTESTANTS, TUNED_FILE, RaceSettings, race, tune_all, tuned_lrs
+from ravine.race.pack import race_and_pack
+from ravine.race.run import CONTESTANTS, TUNED_FILE, RaceSettings, tune_all, tuned_lrs
 from ravine.race.surfaces import SURFACES
 from ravine.registry import match_names
 
@@ -108,7 +109,7 @@ def run_race(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"ravine race: {error}", file=sys.stderr)
         return 2
-    require("ravine race", "plot", "matplotlib", "plotly")
+    require("ravine race", "plot", "matplotlib")
     server = _bind(args.port) if args.serve else None  # a busy port fails now, not after the race
     if args.serve and server is None:
         return 2
@@ -120,15 +121,15 @@ def run_race(args: argparse.Namespace) -> int:
         keep = names if args.optimizers else curated(surface, names)
         return [t for t in trajectories if t.name in keep]
 
-    summary, tables, results = {}, [], {}
+    summary, tables, results, packed = {}, [], {}, {}
     with atomic_folder(output, RACE_OUTPUTS) as out:
-        with Progress(len(surfaces), "racing") as bar:
+        with Progress(len(surfaces) * len(names), "racing") as bar:
             for name in surfaces:
                 surface = SURFACES[name]
-                bar.update(f"{surface.title}: {len(names)} optimizers × {args.steps} steps")
                 lrs = settings.lrs(name, names)
-                trajectories = race(surface, names, lrs, args.steps, start or surface.start, settings.noise,
-                                    settings.seed)
+                trajectories, packed[name] = race_and_pack(
+                    surface, names, lrs, args.steps, start or surface.start, settings.noise, settings.seed,
+                    progress=lambda who, s=surface: bar.update(f"{s.title}: {who}, lr × momentum grid"))
                 rows = [t.summary(surface) for t in trajectories]
                 summary[name] = {"rows": rows, "paths": {t.name: {"x": t.xs, "y": t.ys, "loss": t.losses}
                                                          for t in trajectories}}
@@ -138,7 +139,8 @@ def run_race(args: argparse.Namespace) -> int:
         first, (first_surface, first_trajectories) = next(iter(results.items()))
         log(f"animating {first_surface.title} to race.gif")
         animate_race(first_surface, drawn(first, first_trajectories), out / "race.gif")
-        write_page(results, args.steps, out / "race.html", subtitle=f"{settings.describe()}; {args.steps} steps.")
+        write_page(packed, args.steps, out / "race.html", subtitle=f"{settings.describe()}; {args.steps} steps.",
+                   noise=settings.noise)
         report = "\n\n".join(tables)
         (out / "summary.md").write_text(f"lr mode: {settings.lr_mode} · steps: {args.steps} · "
                                         f"noise σ: {settings.noise}\n\n" + report + "\n")
@@ -147,7 +149,7 @@ def run_race(args: argparse.Namespace) -> int:
                                                    "surfaces": summary}))
     print(report)
     if server is not None:
-        return _serve(server, results, args, settings)
+        return _serve(server, packed, args, settings)
     print(f"\nwrote {output}/race.html (open it in a browser; works offline), race.gif, summary.md, race.json and "
           "one PNG per surface", file=sys.stderr)
     return 0
@@ -165,12 +167,12 @@ def _bind(port: int) -> ThreadingHTTPServer | None:
         return None
 
 
-def _serve(server: ThreadingHTTPServer, results: dict, args: argparse.Namespace, settings: RaceSettings) -> int:
+def _serve(server: ThreadingHTTPServer, packed: dict, args: argparse.Namespace, settings: RaceSettings) -> int:
     from ravine.race.page import render_page
     from ravine.race.serve import configure
 
-    page = render_page(results, args.steps, f"Live: click a surface to start there; the slider scales every lr "
-                       f"({settings.describe()}).", live=True).encode()
+    page = render_page(packed, args.steps, f"Live: click a surface to start there, move a row's sliders, or type "
+                       f"a surface ({settings.describe()}).", live=True, noise=settings.noise).encode()
     configure(server, page, settings)
     print(f"serving the live race on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
     try:

@@ -26,7 +26,7 @@ LR_MULTIPLIERS = (0.1, 0.316, 1.0, 3.16, 10.0)
 MOMENTA = (0.0, 0.5, 0.9, 0.99)
 """The momentum / β₁ slider's values (each contestant's default, 0.9, is one of them)."""
 
-NOISE_FRACTION = 0.3
+NOISE_FRACTION = 0.1
 """The page's noisy race, when the command asked for none: σ = this × the median gradient norm over the window."""
 
 
@@ -62,6 +62,12 @@ def knob_of(name: str) -> Knob | None:
         values = tuple(v for v in MOMENTA if v > 0) if group.get("nesterov") else MOMENTA
         return Knob("momentum", "momentum", values, group["momentum"])
     return None
+
+
+def beta2_of(name: str) -> float | None:
+    """Contestant ``name``'s default β₂ (None for those without one); live mode has a slider for it."""
+    betas = _defaults(name).get("betas")
+    return None if betas is None else betas[1]
 
 
 def cells_of(name: str, lr: float) -> list[dict[str, Any]]:
