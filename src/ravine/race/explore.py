@@ -47,7 +47,7 @@ class Knob:
 
 
 @cache
-def _defaults(name: str) -> dict[str, Any]:
+def defaults_of(name: str) -> dict[str, Any]:
     optimizer = VARIANTS[name].build([torch.zeros(1, requires_grad=True)], 1e-3)
     return {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
 
@@ -55,7 +55,7 @@ def _defaults(name: str) -> dict[str, Any]:
 def knob_of(name: str) -> Knob | None:
     """The momentum slider of contestant ``name``; None for those that use no momentum (plain SGD, Adagrad,
     RMSprop). Nesterov needs a momentum above 0, so its slider starts at the next value."""
-    group = _defaults(name)
+    group = defaults_of(name)
     if "betas" in group:
         return Knob("β₁", "betas", MOMENTA, group["betas"][0])
     if group.get("momentum"):
@@ -66,7 +66,7 @@ def knob_of(name: str) -> Knob | None:
 
 def beta2_of(name: str) -> float | None:
     """Contestant ``name``'s default β₂ (None for those without one); live mode has a slider for it."""
-    betas = _defaults(name).get("betas")
+    betas = defaults_of(name).get("betas")
     return None if betas is None else betas[1]
 
 
@@ -77,7 +77,7 @@ def cells_of(name: str, lr: float) -> list[dict[str, Any]]:
     lrs = [lr * m for m in LR_MULTIPLIERS]
     if knob is None:
         return [{"lr": v} for v in lrs]
-    group = _defaults(name)
+    group = defaults_of(name)
     return [{"lr": v, **knob.cell(b, group)} for v, b in itertools.product(lrs, knob.values)]
 
 

@@ -28,7 +28,7 @@ from ravine.race.surfaces import Surface
 
 GAP_RANGE = (-12.0, 20.0)  # log10(f − f* + 1e-12)
 ARROW_LOG_RANGE = (-24.0, 12.0)  # log10 of an arrow's length; 0 is stored as the floor
-ARROW_BITS = 12  # arrows are drawn and read to two digits: 12 bits keep them to 0.09° and 2 %, and halve their bytes
+ARROW_BITS = 12  # arrows are drawn and read to two digits: 12 bits keep 0.09° and 2 %, and halve their bytes
 SHADE = 100  # the shaded background and the 3-D mesh: a SHADE × SHADE grid of log10(f − f*)
 CONTOUR_GRID = 200
 CONTOUR_LEVELS = 24
@@ -114,9 +114,10 @@ def _background(packer: Packer, surface: Surface) -> dict[str, Any]:
 
 
 def pack_surface(surface: Surface, grids: dict[str, tuple[float, Descent]], sigma: float, steps: int,
-                 start: tuple[float, float]) -> dict[str, Any]:
+                 start: tuple[float, float], live: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The page's index and block for one surface; ``grids`` maps each contestant to (its lr, its grid from
-    :func:`ravine.race.explore.explore`)."""
+    :func:`ravine.race.explore.explore`). A live race (``live``: each contestant's settings) has one run per
+    contestant instead of a grid."""
     packer = Packer()
     window = [*surface.x_range, *surface.y_range]
     contestants = []
@@ -134,14 +135,18 @@ def pack_surface(surface: Surface, grids: dict[str, tuple[float, Descent]], sigm
                                                     "min": knob.values[0]},
             "live_beta2": beta2_of(name),
             "runs": [_run(packer, surface, run, c, 0, window) for c in range(cells)],
-            "noisy": [_run(packer, surface, run, middle * width + j, 1, window) for j in range(width)],
+            "noisy": [_run(packer, surface, run, middle * width + j, 1, window) for j in range(width)
+                      if live is None],
         })
+        if live is not None:
+            contestants[-1].update(knob=None, settings=live[name])
     index: dict[str, Any] = {
         "name": surface.name, "title": surface.title, "formula": surface.formula, "note": surface.note,
         "window": window, "minima": [list(m) for m in surface.minima], "start": list(start), "sigma": sigma,
-        "steps": steps, "gap_range": list(GAP_RANGE), "arrow_range": list(ARROW_LOG_RANGE), "arrow_bits": ARROW_BITS,
-        "shade_size": SHADE,
-        "curated": curated(surface.name, list(grids)), "contestants": contestants,
+        "steps": steps, "gap_range": list(GAP_RANGE), "arrow_range": list(ARROW_LOG_RANGE),
+        "arrow_bits": ARROW_BITS, "shade_size": SHADE,
+        "curated": curated(surface.name, list(grids)), "contestants": contestants, "live": live is not None,
+        "typed": surface.name == "typed",
     }
     index.update(_background(packer, surface))
     index["blob"] = packer.blob()
@@ -165,3 +170,26 @@ def race_and_pack(surface: Surface, names: list[str], lrs: dict[str, float], ste
         grids[name] = (lrs[name], explore(surface, name, lrs[name], start, steps, sigma, seed))
         trajectories.append(trajectory(name, lrs[name], grids[name][1], default_cell(name), row))
     return trajectories, pack_surface(surface, grids, sigma, steps, start)
+
+
+def _decode(raw: np.ndarray, offset: int, n: int, low: float, high: float, bits: int = 16) -> np.ndarray:
+    codes = np.cumsum(raw[offset:offset + n].astype(np.int64)) % (LEVELS + 1)
+    return low + codes / ((1 << bits) - 1) * (high - low)
+
+
+def unpack_run(index: dict[str, Any], record: list[int]) -> dict[str, Any]:
+    """One run of a packed surface back as arrays (what the page draws): ``x``, ``y``, ``gap`` (log10(f − f*)),
+    and, where stored, ``grad`` and ``moment`` as (angle, log10 length) pairs of arrays."""
+    raw = np.frombuffer(gzip.decompress(base64.b64decode(index["blob"])), dtype="<u2")
+    n, at, ox, oy, og, *arrows = record
+    x0, x1, y0, y1 = index["window"]
+    w, h = x1 - x0, y1 - y0
+    k = min(n, index["steps"])
+    out: dict[str, Any] = {"n": n, "diverged_at": None if at < 0 else at,
+                           "x": _decode(raw, ox, n, x0 - w, x1 + w), "y": _decode(raw, oy, n, y0 - h, y1 + h),
+                           "gap": _decode(raw, og, n, *GAP_RANGE)}
+    for name, pair in (("grad", arrows[0:2]), ("moment", arrows[2:4])):
+        if pair:
+            out[name] = (_decode(raw, pair[0], k, -math.pi, math.pi, ARROW_BITS),
+                         _decode(raw, pair[1], k, *ARROW_LOG_RANGE, ARROW_BITS))
+    return out

@@ -323,8 +323,9 @@ function buildRows(d) {
     const lr = row.querySelector(".lr"), labels = [];
     const on = (input, label) => { labels.push(label); input.addEventListener("input", label);
                                    input.addEventListener("change", () => rerun()); };
+    const given = c.settings || {};  // a live race's own settings, which the sliders keep showing
     if (live) {
-      lr.value = "0";
+      lr.value = String(Math.log10(given.lr_scale || 1));
       on(lr, () => { row.querySelector(".lr-out").textContent = num(c.lr * 10 ** Number(lr.value), 2); });
     } else {
       lr.value = String(S.cells[c.name].lr);
@@ -334,7 +335,8 @@ function buildRows(d) {
     if (b) {
       row.querySelector(".knob-label").textContent = knob.label;
       if (live) {
-        b.min = String(knob.min); b.max = "0.99"; b.step = "0.01"; b.value = String(knob.default);
+        b.min = String(knob.min); b.max = "0.99"; b.step = "0.01";
+        b.value = String(given.beta1 ?? knob.default);
         on(b, () => { row.querySelector(".b-out").textContent = b.value; });
       } else {
         b.min = "0"; b.max = String(c.knob.values.length - 1); b.step = "1"; b.value = String(S.cells[c.name].b);
@@ -343,14 +345,14 @@ function buildRows(d) {
     }
     const b2 = row.querySelector(".b2");
     if (b2) {
-      b2.value = String(-Math.log10(1 - c.live_beta2));
+      b2.value = String(-Math.log10(1 - (given.beta2 ?? c.live_beta2)));
       on(b2, () => { row.querySelector(".b2-out").textContent = num(1 - 10 ** -Number(b2.value), 4); });
     }
     const noise = row.querySelector(".noise");
     if (noise) {
       noise.max = String(Number((3 * d.index.sigma).toPrecision(2)));
       noise.step = String(Number(noise.max) / 30);
-      noise.value = String(RACE.noise || 0);
+      noise.value = String(given.noise ?? RACE.noise ?? 0);
       on(noise, () => { row.querySelector(".noise-out").textContent = num(Number(noise.value), 2); });
     }
     for (const label of labels) label();
@@ -464,7 +466,7 @@ async function choose(name, keepShown) {
   }
   if (!keepShown) pick($("show").value, d);
   $("note").textContent = `${d.index.title}: ${d.index.formula} — ${d.index.note}`;
-  $("noise-label").textContent = `gradient noise σ = ${num(d.index.sigma, 2)}`;
+  if ($("noise-label")) $("noise-label").textContent = `gradient noise σ = ${num(d.index.sigma, 2)}`;
   buildRows(d); updateRows(d); draw();
   window.timing.lastSwitch = performance.now() - t0;
 }
@@ -529,7 +531,7 @@ $("slider").max = String(RACE.steps);
 $("slider").addEventListener("input", (e) => { pause(); show(Number(e.target.value)); });
 $("surface").addEventListener("change", () => choose($("surface").value, false));
 $("show").addEventListener("change", () => { pick($("show").value, DATA[S.surface]); refresh(); });
-$("noise").addEventListener("change", (e) => { S.noise = e.target.checked; refresh(); });
+if ($("noise")) $("noise").addEventListener("change", (e) => { S.noise = e.target.checked; refresh(); });
 $("view").addEventListener("change", (e) => { S.view = e.target.value; $("tip").hidden = true; draw(); });
 $("arrows").addEventListener("change", (e) => { S.arrows = e.target.value; draw(); });
 new ResizeObserver(() => draw()).observe($("layout"));
@@ -538,6 +540,7 @@ new ResizeObserver(() => draw()).observe($("layout"));
   const d = await load(S.surface);
   if (p.has("show")) $("show").value = p.get("show");
   if (!S.shown) pick($("show").value, d);
-  $("noise").checked = S.noise; $("view").value = S.view;
+  if ($("noise")) $("noise").checked = S.noise;
+  $("view").value = S.view;
   await choose(S.surface, true);
 })();
