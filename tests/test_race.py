@@ -84,11 +84,46 @@ def test_divergence_is_reported_not_hidden():
     assert run.diverged and all(math.isfinite(v) for v in run.xs)
     assert run.diverged_at is not None and f"diverged at step {run.diverged_at}" in run.label
     # On the page its lines end where it diverged, instead of running on flat where it was held.
-    from ravine.race.page import path_data
+    from ravine.race.pack import race_and_pack, unpack_run
 
-    data = path_data(SURFACES["rosenbrock"], run)
-    for key in ("x", "y", "loss", "gap", "dist"):
-        assert data[key][run.diverged_at - 1] is not None and set(data[key][run.diverged_at:]) == {None}
+    _, index = race_and_pack(SURFACES["rosenbrock"], ["SGD"], {"SGD": 1.0}, 50, (-1.2, 1.0))
+    stored = unpack_run(index, index["contestants"][0]["runs"][2])  # the middle lr multiplier: 1
+    assert stored["diverged_at"] == run.diverged_at == stored["n"] == len(stored["x"])
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.7])
+def test_the_race_is_its_grids_default_cell_bit_for_bit(noise):
+    """The tables, PNGs and GIF show the grid's default cell: the same numbers as racing each optimizer alone."""
+    from ravine.race.pack import race_and_pack
+
+    surface = SURFACES["himmelblau"]
+    lrs = tuned_lrs()["himmelblau"]
+    alone = race(surface, list(CONTESTANTS), lrs, 60, surface.start, noise, 3)
+    from_grid, _ = race_and_pack(surface, list(CONTESTANTS), lrs, 60, surface.start, noise, 3)
+    for a, b in zip(alone, from_grid, strict=True):
+        assert (a.name, a.lr, a.xs, a.ys, a.losses, a.diverged_at) == (b.name, b.lr, b.xs, b.ys, b.losses,
+                                                                        b.diverged_at)
+
+
+def test_each_grid_cell_is_the_optimizer_with_those_hyperparameters():
+    """A cell (a param group of one optimizer) runs exactly as a fresh optimizer built with its settings."""
+    from ravine.race.explore import cells_of, explore, page_noise
+    from ravine.registry import VARIANTS
+
+    surface = SURFACES["rosenbrock"]
+    sigma = page_noise(surface, 0.0)
+    for name in ("Nesterov", "Lion", "Schedule-Free AdamW", "Lookahead(Adam)"):
+        grid = explore(surface, name, 0.01, surface.start, 30, sigma, seed=5)
+        for cell, settings in list(enumerate(cells_of(name, 0.01)))[::3]:
+            xy = torch.tensor(surface.start, dtype=torch.float64, requires_grad=True)
+            optimizer = VARIANTS[name].build([{"params": [xy], **settings}], settings["lr"])
+            for step in range(30):
+                optimizer.zero_grad()
+                surface(xy[0], xy[1]).backward()
+                optimizer.step()
+                if grid.diverged_at[cell, 0] == step + 1:
+                    break
+                assert torch.equal(xy.detach(), grid.positions[step + 1, cell, 0]), (name, settings, step)
 
 
 def _race(tmp_path, *argv):
@@ -147,7 +182,7 @@ def test_serve_on_a_busy_port_fails_at_once_in_one_line(tmp_path, monkeypatch, c
 
     from ravine.race import cli
 
-    monkeypatch.setattr(cli, "race", lambda *a, **k: pytest.fail("raced before checking the port"))
+    monkeypatch.setattr(cli, "race_and_pack", lambda *a, **k: pytest.fail("raced before checking the port"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -163,7 +198,7 @@ def test_race_command_writes_tables_json_and_pictures(tmp_path, capsys):
                  "--steps", "60", "-o", str(out)]) == 0
     printed = capsys.readouterr()
     assert "## Booth" in printed.out and "| Lookahead(Adam) |" in printed.out
-    assert "[2/2] Himmelblau" in printed.err
+    assert "[6/6] Himmelblau: Lookahead(Adam), lr × momentum grid" in printed.err
     data = json.loads((out / "race.json").read_text())
     assert set(data["surfaces"]) == {"booth", "himmelblau"}
     assert len(data["surfaces"]["booth"]["paths"]["Adam"]["x"]) == 61

@@ -188,6 +188,9 @@ def make_handler(holder: dict[str, Any], time_limit: float) -> type[BaseHTTPRequ
             if url.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, holder["page"], "text/html; charset=utf-8")
                 return
+            if url.path == "/favicon.ico":  # browsers ask; the page has none
+                self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+                return
             if url.path != "/api/race":
                 self._error(HTTPStatus.NOT_FOUND, f"no such resource: {url.path}")
                 return
