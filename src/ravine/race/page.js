@@ -274,7 +274,7 @@ function drawCurves(d) {
   for (const [, r] of runs) for (const v of r.gap) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
   if (!isFinite(lo)) { lo = -12; hi = 1; }
   lo = Math.floor(lo); hi = Math.max(Math.ceil(hi), lo + 1);
-  const p = {l: 46, r: 8, t: 22, b: 28}, pw = W - p.l - p.r, ph = H - p.t - p.b, steps = d.index.steps;
+  const p = {l: 46, r: 18, t: 22, b: 28}, pw = W - p.l - p.r, ph = H - p.t - p.b, steps = d.index.steps;
   const X = (s) => p.l + (s / steps) * pw, Y = (v) => p.t + ph - ((v - lo) / (hi - lo)) * ph;
   ctx.fillStyle = "#222"; ctx.font = "12px system-ui, sans-serif"; ctx.textAlign = "left"; ctx.textBaseline = "top";
   ctx.fillText("f − f* (log scale) by step", p.l, 4);
@@ -392,10 +392,10 @@ function readout(d) {
   if (!r.g || k >= r.g.angle.length || k + 1 >= r.n) { out.textContent = `${who.name}: no step from here.`; return; }
   const deg = (a) => Math.round((a * 180) / Math.PI) + "°";
   const size = (v) => (v.log[k] <= d.index.arrow_range[0] ? "0" : num(10 ** v.log[k], 2));
-  const parts = [`${who.name}, step ${k} → ${k + 1}:`, `gradient |∇f| ${size(r.g)} toward ${deg(r.g.angle[k])}`];
+  const parts = [`gradient |∇f| ${size(r.g)} toward ${deg(r.g.angle[k])}`];
   if (r.m) parts.push(`momentum / first moment |m| ${size(r.m)} toward ${deg(r.m.angle[k])}`);
   parts.push(`step taken (${num(r.x[k + 1] - r.x[k], 3)}, ${num(r.y[k + 1] - r.y[k], 3)})`);
-  out.textContent = parts.join(" · ");
+  out.textContent = `${who.name}, step ${k} → ${k + 1}: ` + parts.join(" · ");
 }
 
 // ---- drawing, state and the URL ---------------------------------------------------------------------------
