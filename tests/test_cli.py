@@ -75,7 +75,7 @@ def test_a_missing_extra_is_one_line_before_any_work(argv, monkeypatch, tmp_path
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     monkeypatch.setattr(ravine.bench.step, "run", lambda *a: pytest.fail("benchmarked before the check"))
-    monkeypatch.setattr(ravine.race.cli, "race", lambda *a, **k: pytest.fail("raced before the check"))
+    monkeypatch.setattr(ravine.race.cli, "race_and_pack", lambda *a, **k: pytest.fail("raced before the check"))
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -112,6 +112,9 @@ def test_playback_draws_the_races_runs(browser, page_file):
     assert hover["gap"] == pytest.approx(math.log10(expected["loss"][step] - surface.f_min + 1e-12), abs=GAP)
     assert hover["x"] == pytest.approx(expected["x"][step], abs=POSITION * 4)
     assert f"{hover['name']} · lr " in hover["text"] and f" · step {step}\n" in hover["text"]
+    # the log axis reads in powers of ten, never SI prefixes such as "1n"; numbers keep plain exponents
+    assert page.evaluate("[power(-6), power(3), power(0), num(1e-9), num(0.0123), num(12345)]") == [
+        "10⁻⁶", "10³", "10⁰", "1.00e-9", "0.0123", "1.23e+4"]
     page.select_option("#surface", "himmelblau")
     page.wait_for_function("S.surface === 'himmelblau' && DATA.himmelblau")
     assert "Himmelblau" in page.inner_text("#note")
