@@ -206,3 +206,15 @@ def test_non_numbers_are_refused_at_construction_naming_the_argument(cls, kwargs
     """torch fails on these with Python's bare comparison error, or (LBFGS) only inside a step."""
     with pytest.raises(TypeError, match=message):
         cls([torch.zeros(3, 3, requires_grad=True)], **kwargs)
+
+
+def test_import_ravine_leaves_the_compiler_unloaded():
+    """`import ravine` (and so every CLI call, ``--help`` included) does not pay for torch._dynamo. Building the
+    first optimizer loads it anyway: torch's own ``Optimizer.add_param_group`` is wrapped to disable dynamo."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, ravine, ravine.cli\n"
+            "print('torch._dynamo' in sys.modules, 'torch._inductor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

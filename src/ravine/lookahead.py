@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.engine.eager_only import eager_only
 from ravine.engine.tensorlist import TensorList
 from ravine.engine.validation import check_unit_interval
 
@@ -118,7 +119,7 @@ class Lookahead(torch.optim.Optimizer):
         return list(seen.values())
 
     # ---- the algorithm ---------------------------------------------------------------------------
-    @torch.compiler.disable
+    @eager_only
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One fast step; every k-th call also pulls the slow weights towards the fast ones and resets θ."""
         for p in self._params():

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.engine.eager_only import eager_only
 from ravine.engine.optimizer import Optimizer, ParamsT
 from ravine.engine.validation import check_lr, check_numbers
 
@@ -195,7 +196,7 @@ class LBFGS(Optimizer):
             p.copy_(saved)
         return loss, flat_grad
 
-    @torch.compiler.disable  # inside a compiled function the search runs eagerly, as the other optimizers' steps
+    @eager_only  # inside a compiled function the search runs eagerly, as the other optimizers' steps
     @torch.no_grad()
     def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` L-BFGS iterations; ``closure`` re-evaluates the model and returns the loss."""

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine import eager, sharded
+from ravine.engine.eager_only import eager_only
 from ravine.engine.fused import ENGINE_KEYS, FusedRunner, compile_unavailable_reason
 from ravine.engine.modifiers import MODIFIER_OPTIONS, check_modifier_options, modifiers_reduce, supported_options
 from ravine.engine.tensorlist import Maths
@@ -324,7 +325,7 @@ class Optimizer(torch.optim.Optimizer):
                 if key != "step" and torch.is_tensor(value) and value.is_floating_point() and dtype != p.dtype:
                     self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
 
-    @torch.compiler.disable  # a compiled training step calls this eagerly; fused=True is the compiled path
+    @eager_only  # a compiled training step calls this eagerly; fused=True is the compiled path
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step.
 
