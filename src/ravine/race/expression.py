@@ -91,19 +91,18 @@ class _Parser:
         if self.depth > MAX_DEPTH:
             raise ExpressionError(f"the expression nests more than {MAX_DEPTH} deep")
 
-    def sum(self) -> Node:
-        node = self.product()
-        while self.peek()[:2] in (("op", "+"), ("op", "-")):
-            op = self.take()[1]
-            node = ("add" if op == "+" else "sub", node, self.product())
+    def chain(self, operators: dict[str, str], operand: Callable[[], Node]) -> Node:
+        """``operand (op operand)*`` for the ``operators`` given, left-associative."""
+        node = operand()
+        while self.peek()[0] == "op" and self.peek()[1] in operators:
+            node = (operators[self.take()[1]], node, operand())
         return node
 
+    def sum(self) -> Node:
+        return self.chain({"+": "add", "-": "sub"}, self.product)
+
     def product(self) -> Node:
-        node = self.unary()
-        while self.peek()[:2] in (("op", "*"), ("op", "/")):
-            op = self.take()[1]
-            node = ("mul" if op == "*" else "div", node, self.unary())
-        return node
+        return self.chain({"*": "mul", "/": "div"}, self.unary)
 
     def unary(self) -> Node:
         if self.peek()[:2] in (("op", "-"), ("op", "+")):
