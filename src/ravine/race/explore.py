@@ -38,11 +38,12 @@ class Knob:
     key: str
     values: tuple[float, ...]
     default: float
+    beta2: float | None = None  # the optimizer's default β₂, for a β₁ knob
 
-    def cell(self, value: float, group: dict[str, Any]) -> dict[str, Any]:
-        """Param-group overrides that set this knob to ``value`` (``group``: the optimizer's defaults)."""
+    def cell(self, value: float, beta2: float | None = None) -> dict[str, Any]:
+        """Param-group overrides setting this knob to ``value`` (and β₂ to ``beta2``, default: the optimizer's)."""
         if self.key == "betas":
-            return {"betas": (value, *group["betas"][1:])}
+            return {"betas": (value, self.beta2 if beta2 is None else beta2)}
         return {"momentum": value}
 
 
@@ -57,7 +58,7 @@ def knob_of(name: str) -> Knob | None:
     RMSprop). Nesterov needs a momentum above 0, so its slider starts at the next value."""
     group = defaults_of(name)
     if "betas" in group:
-        return Knob("β₁", "betas", MOMENTA, group["betas"][0])
+        return Knob("β₁", "betas", MOMENTA, group["betas"][0], group["betas"][1])
     if group.get("momentum"):
         values = tuple(v for v in MOMENTA if v > 0) if group.get("nesterov") else MOMENTA
         return Knob("momentum", "momentum", values, group["momentum"])
@@ -66,8 +67,8 @@ def knob_of(name: str) -> Knob | None:
 
 def beta2_of(name: str) -> float | None:
     """Contestant ``name``'s default β₂ (None for those without one); live mode has a slider for it."""
-    betas = defaults_of(name).get("betas")
-    return None if betas is None else betas[1]
+    knob = knob_of(name)
+    return None if knob is None else knob.beta2
 
 
 def cells_of(name: str, lr: float) -> list[dict[str, Any]]:
@@ -77,8 +78,7 @@ def cells_of(name: str, lr: float) -> list[dict[str, Any]]:
     lrs = [lr * m for m in LR_MULTIPLIERS]
     if knob is None:
         return [{"lr": v} for v in lrs]
-    group = defaults_of(name)
-    return [{"lr": v, **knob.cell(b, group)} for v, b in itertools.product(lrs, knob.values)]
+    return [{"lr": v, **knob.cell(b)} for v, b in itertools.product(lrs, knob.values)]
 
 
 def default_cell(name: str) -> int:

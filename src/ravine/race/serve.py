@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from ravine.race.explore import beta2_of, defaults_of, knob_of, page_noise
+from ravine.race.explore import beta2_of, knob_of, page_noise
 from ravine.race.expression import ExpressionError, typed_surface
 from ravine.race.pack import pack_surface
 from ravine.race.run import CONTESTANTS, RaceSettings, descend
@@ -142,14 +142,12 @@ def compute(request: dict[str, Any], settings: RaceSettings | None = None,
     grids, live = {}, {}
     for run in request["runs"]:
         name = run["name"]
-        group, knob = defaults_of(name), knob_of(name)
+        knob = knob_of(name)
         cell: dict[str, Any] = {"lr": base[name] * run["lr_scale"]}
         beta1 = run.get("beta1", knob.default if knob else None)
         beta2 = run.get("beta2", beta2_of(name))
-        if "betas" in group:
-            cell["betas"] = (beta1, beta2)
-        elif knob is not None:
-            cell["momentum"] = beta1
+        if knob is not None:
+            cell.update(knob.cell(beta1, beta2))
         noise = run.get("noise", settings.noise)
         grids[name] = (base[name], descend(surface, name, [cell], [request["start"]], request["steps"], noise,
                                            settings.seed, deadline, record=True))
