@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ravine.race.colours import colour_of
-from ravine.race.explore import LR_MULTIPLIERS, beta2_of, default_cell, explore, knob_of, page_noise
-from ravine.race.families import curated, family_of
+from ravine.race.explore import LR_MULTIPLIERS, default_cell, explore, knob_of, page_noise
+from ravine.race.families import curated
 from ravine.race.run import Descent, Trajectory, trajectory
 from ravine.race.surfaces import Surface
 
@@ -48,8 +48,8 @@ class Packer:
     chunks: list[np.ndarray] = field(default_factory=list)
     size: int = 0
 
-    def add(self, codes: np.ndarray, delta: bool = True) -> int:
-        codes = np.diff(codes, prepend=0) if delta else codes
+    def add(self, codes: np.ndarray) -> int:
+        codes = np.diff(codes, prepend=0)  # stored as successive differences
         offset = self.size
         self.chunks.append((codes % (LEVELS + 1)).astype("<u2"))
         self.size += len(codes)
@@ -58,11 +58,6 @@ class Packer:
     def blob(self) -> str:
         raw = np.concatenate(self.chunks).tobytes() if self.chunks else b""
         return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
-
-
-def log_gap(surface: Surface, losses: torch.Tensor) -> np.ndarray:
-    """log10(f − f* + 1e-12), the scale of the page's loss panel and heights."""
-    return torch.log10((losses - surface.f_min).clamp_min(0) + 1e-12).numpy()
 
 
 def _arrows(packer: Packer, vectors: torch.Tensor) -> list[int]:
@@ -82,7 +77,7 @@ def _run(packer: Packer, surface: Surface, run: Descent, cell: int, row: int, wi
     x0, x1, y0, y1 = window
     w, h = x1 - x0, y1 - y0
     offsets = [packer.add(quantise(xy[:, 0], x0 - w, x1 + w)), packer.add(quantise(xy[:, 1], y0 - h, y1 + h)),
-               packer.add(quantise(log_gap(surface, run.losses[:n, cell, row]), *GAP_RANGE))]
+               packer.add(quantise(surface.log_gap(run.losses[:n, cell, row]).numpy(), *GAP_RANGE))]
     k = min(n, run.positions.shape[0] - 1)  # the steps taken from drawn points
     if run.grads is not None:
         offsets += _arrows(packer, run.grads[:k, cell, row])
@@ -127,19 +122,15 @@ def pack_surface(surface: Surface, grids: dict[str, tuple[float, Descent]], sigm
         width = 1 if knob is None else len(knob.values)
         cells = run.positions.shape[1]
         contestants.append({
-            "name": name, "colour": colour_of(name), "family": family_of(name), "lr": lr,
+            "name": name, "colour": colour_of(name), "lr": lr,
             "knob": None if knob is None else {"label": knob.label, "values": list(knob.values),
-                                               "default": knob.default},
-            "moment": run.moments is not None,
-            "live_knob": None if knob is None else {"label": knob.label, "default": knob.default,
-                                                    "min": knob.values[0]},
-            "live_beta2": beta2_of(name),
+                                               "default": knob.default, "beta2": knob.beta2},
             "runs": [_run(packer, surface, run, c, 0, window) for c in range(cells)],
             "noisy": [_run(packer, surface, run, middle * width + j, 1, window) for j in range(width)
                       if live is None],
         })
         if live is not None:
-            contestants[-1].update(knob=None, settings=live[name])
+            contestants[-1]["settings"] = live[name]
     index: dict[str, Any] = {
         "name": surface.name, "title": surface.title, "formula": surface.formula, "note": surface.note,
         "window": window, "minima": [list(m) for m in surface.minima], "start": list(start), "sigma": sigma,

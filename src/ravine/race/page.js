@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const LEVELS = 65535;
 const NAMES = Object.keys(RACE.surfaces);
 const S = {surface: NAMES[0], shown: null, cells: {}, step: 0, noise: false, view: "2d", arrows: "",
-           yaw: -0.7, pitch: 0.8, start: null};
+           yaw: -0.7, pitch: 0.8};
 const DATA = {};   // surface name -> {index, raw, runs}
 let timer = null, hashTimer = null;
 window.timing = {firstPaint: null, lastDraw: null, lastSwitch: null};
@@ -119,8 +119,7 @@ function background(d, W, H, dpr) {
     const xs = series(d.raw, ox, n, x0, x1, LEVELS), ys = series(d.raw, oy, n, y0, y1, LEVELS);
     ctx.strokeStyle = level < 4 ? "rgba(40,40,40,0.8)" : "rgba(70,70,70,0.45)";
     ctx.lineWidth = level < 4 ? 1 : 0.8;
-    ctx.beginPath();
-    for (let i = 0; i < n; i++) (i ? ctx.lineTo : ctx.moveTo).call(ctx, f.px(xs[i]), f.py(ys[i]));
+    polyline(ctx, n, (i) => f.px(xs[i]), (i) => f.py(ys[i]));
     ctx.stroke();
   }
   ctx.restore();
@@ -131,6 +130,10 @@ function background(d, W, H, dpr) {
   for (const v of niceTicks(y0, y1, Math.max(3, Math.floor(f.ph / 60)))) ctx.fillText(num(v), PAD.l - 4, f.py(v));
   d.backgrounds.set(key, canvas);
   return canvas;
+}
+function polyline(ctx, n, x, y) {  // a new path through (x(i), y(i)) for i < n
+  ctx.beginPath();
+  for (let i = 0; i < n; i++) (i ? ctx.lineTo : ctx.moveTo).call(ctx, x(i), y(i));
 }
 function star(ctx, x, y, r) {
   ctx.beginPath();
@@ -163,8 +166,7 @@ function draw2d(d, ctx, W, H, dpr) {
   for (const c of visible(d)) {
     const r = runOf(d, c), last = Math.min(S.step, r.n - 1);
     ctx.strokeStyle = c.colour; ctx.lineWidth = 2; ctx.lineJoin = "round";
-    ctx.beginPath();
-    for (let i = 0; i <= last; i++) (i ? ctx.lineTo : ctx.moveTo).call(ctx, f.px(r.x[i]), f.py(r.y[i]));
+    polyline(ctx, last + 1, (i) => f.px(r.x[i]), (i) => f.py(r.y[i]));
     ctx.stroke();
     const hx = f.px(r.x[last]), hy = f.py(r.y[last]);
     if (r.at >= 0 && S.step >= r.n) {  // diverged: a cross where its line ends
@@ -236,7 +238,7 @@ function mesh(d, W, H, dpr) {
   for (const [, pts, height] of quads) {
     const g = Math.round(235 - 120 * height);
     ctx.fillStyle = `rgb(${g},${g},${g + 6})`; ctx.strokeStyle = "rgba(60,60,60,0.35)"; ctx.lineWidth = 0.5;
-    ctx.beginPath(); pts.forEach((p, i) => (i ? ctx.lineTo : ctx.moveTo).call(ctx, p[0], p[1])); ctx.closePath();
+    polyline(ctx, pts.length, (i) => pts[i][0], (i) => pts[i][1]); ctx.closePath();
     ctx.fill(); ctx.stroke();
   }
   d.backgrounds.set(key, canvas);
@@ -289,8 +291,8 @@ function drawCurves(d) {
   ctx.strokeStyle = "#999"; ctx.strokeRect(p.l, p.t, pw, ph);
   for (const [c, r] of runs) {
     const last = Math.min(S.step, r.n - 1);
-    ctx.strokeStyle = c.colour; ctx.lineWidth = 1.6; ctx.beginPath();
-    for (let i = 0; i <= last; i++) (i ? ctx.lineTo : ctx.moveTo).call(ctx, X(i), Y(r.gap[i]));
+    ctx.strokeStyle = c.colour; ctx.lineWidth = 1.6;
+    polyline(ctx, last + 1, X, (i) => Y(r.gap[i]));
     ctx.stroke();
   }
   ctx.strokeStyle = "rgba(0,0,0,0.35)"; ctx.beginPath(); ctx.moveTo(X(S.step), p.t); ctx.lineTo(X(S.step), p.t + ph); ctx.stroke();
@@ -305,13 +307,13 @@ function buildRows(d) {
     const row = document.createElement("div");
     row.className = "row"; row.dataset.name = c.name;
     const live = RACE.live;
-    const knob = live ? c.live_knob : c.knob;
+    const knob = c.knob;
     row.innerHTML = `<label class="who"><input type="checkbox" class="on"><span class="swatch" style="background:${c.colour}"></span>
       <span class="name"></span></label><span class="status"></span><div class="knobs">
       <label>lr <input type="range" class="lr" min="${live ? -2 : 0}" max="${live ? 2 : RACE.multipliers.length - 1}"
         step="${live ? 0.1 : 1}"><output class="lr-out"></output></label>
       ${knob ? `<label><span class="knob-label"></span> <input type="range" class="b"><output class="b-out"></output></label>` : ""}
-      ${live && c.live_beta2 !== undefined && c.live_beta2 !== null ? `<label>β₂ <input type="range" class="b2" min="1" max="4" step="0.1"><output class="b2-out"></output></label>` : ""}
+      ${live && knob && knob.beta2 !== null ? `<label>β₂ <input type="range" class="b2" min="1" max="4" step="0.1"><output class="b2-out"></output></label>` : ""}
       ${live ? `<label>noise σ <input type="range" class="noise" min="0" max="3" step="0.1" value="0"><output class="noise-out"></output></label>` : ""}
       </div>`;
     row.querySelector(".name").textContent = c.name;
@@ -335,7 +337,7 @@ function buildRows(d) {
     if (b) {
       row.querySelector(".knob-label").textContent = knob.label;
       if (live) {
-        b.min = String(knob.min); b.max = "0.99"; b.step = "0.01";
+        b.min = String(knob.values[0]); b.max = "0.99"; b.step = "0.01";
         b.value = String(given.beta1 ?? knob.default);
         on(b, () => { row.querySelector(".b-out").textContent = b.value; });
       } else {
@@ -345,7 +347,7 @@ function buildRows(d) {
     }
     const b2 = row.querySelector(".b2");
     if (b2) {
-      b2.value = String(-Math.log10(1 - (given.beta2 ?? c.live_beta2)));
+      b2.value = String(-Math.log10(1 - (given.beta2 ?? knob.beta2)));
       on(b2, () => { row.querySelector(".b2-out").textContent = num(1 - 10 ** -Number(b2.value), 4); });
     }
     const noise = row.querySelector(".noise");
@@ -486,7 +488,7 @@ window.show = show; window.pause = pause; window.S = S; window.DATA = DATA; wind
 
 // ---- hover (2-D) and turning (3-D) ------------------------------------------------------------------------
 function nearest(d, mx, my) {
-  const {W, H} = {W: $("plot").clientWidth, H: $("plot").clientHeight}, f = frame(d, W, H);
+  const f = frame(d, $("plot").clientWidth, $("plot").clientHeight);
   let best = null, bestD = 12 * 12;
   for (const c of visible(d)) {
     const r = runOf(d, c), last = Math.min(S.step, r.n - 1);
@@ -502,7 +504,7 @@ function hoverAt(mx, my) {
   const hit = d && S.view === "2d" ? nearest(d, mx, my) : null;
   if (!hit) { tip.hidden = true; return null; }
   const {c, r, i} = hit, knob = knobOf(d, c);
-  tip.textContent = `${c.name} · lr ${num(lrOf(d, c), 2)}${knob === null || knob === undefined ? "" : " · " + (c.knob || c.live_knob).label + " " + knob}`
+  tip.textContent = `${c.name} · lr ${num(lrOf(d, c), 2)}${knob === null || knob === undefined ? "" : " · " + c.knob.label + " " + knob}`
     + ` · step ${i}\n(${num(r.x[i], 4)}, ${num(r.y[i], 4)}) · f − f* ${num(10 ** r.gap[i], 3)}`;
   tip.hidden = false;
   const box = $("plot").getBoundingClientRect(), wrap = $("plot-wrap").getBoundingClientRect();

@@ -183,7 +183,7 @@ def tuning_score(surface: Surface, positions: torch.Tensor, losses: torch.Tensor
     (steps+1, n); ``inf`` when disqualified."""
     if not torch.isfinite(losses).all() or _outside(surface, positions, margin=0.0).any():
         return math.inf
-    log_gap = torch.log10((losses - surface.f_min).clamp_min(0) + 1e-12)
+    log_gap = surface.log_gap(losses)
     if (log_gap[-1] > log_gap.amin(0) + BLOW_UP_DECADES).any():
         return math.inf
     return log_gap.mean().item()

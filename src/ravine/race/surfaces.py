@@ -40,6 +40,10 @@ class Surface:
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         return xs, ys, torch.log10((self(grid_x, grid_y) - self.f_min).clamp_min(0) + 1e-6)
 
+    def log_gap(self, losses: Tensor) -> Tensor:
+        """log10(f − f* + 1e-12) of ``losses``: the scale the tuner judges runs on and the page draws them on."""
+        return torch.log10((losses - self.f_min).clamp_min(0) + 1e-12)
+
     def distance_to_nearest_minimum(self, x: float, y: float) -> float:
         return min(math.hypot(x - mx, y - my) for mx, my in self.minima)
 
