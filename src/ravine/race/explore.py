@@ -65,12 +65,6 @@ def knob_of(name: str) -> Knob | None:
     return None
 
 
-def beta2_of(name: str) -> float | None:
-    """Contestant ``name``'s default β₂ (None for those without one); live mode has a slider for it."""
-    knob = knob_of(name)
-    return None if knob is None else knob.beta2
-
-
 def cells_of(name: str, lr: float) -> list[dict[str, Any]]:
     """The grid's param-group overrides, lr-major: cell ``i * len(knob values) + j`` has the ``i``-th lr
     multiplier and the ``j``-th momentum."""

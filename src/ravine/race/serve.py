@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from ravine.race.explore import beta2_of, knob_of, page_noise
+from ravine.race.explore import knob_of, page_noise
 from ravine.race.expression import ExpressionError, typed_surface
 from ravine.race.pack import pack_surface
 from ravine.race.run import CONTESTANTS, RaceSettings, descend
@@ -82,7 +82,7 @@ def _runs(text: str) -> list[dict[str, Any]]:
                 raise BadRequest(f"{name} has no momentum or β₁ to set")
             checked["beta1"] = _in_range(f"{name}'s {knob.label}", run["beta1"], knob.values[0], 1.0, True)
         if run.get("beta2") is not None:
-            if beta2_of(name) is None:
+            if knob is None or knob.beta2 is None:
                 raise BadRequest(f"{name} has no β₂ to set")
             checked["beta2"] = _in_range(f"{name}'s β₂", run["beta2"], 0.0, 1.0, True)
         if run.get("noise") is not None:
@@ -145,7 +145,7 @@ def compute(request: dict[str, Any], settings: RaceSettings | None = None,
         knob = knob_of(name)
         cell: dict[str, Any] = {"lr": base[name] * run["lr_scale"]}
         beta1 = run.get("beta1", knob.default if knob else None)
-        beta2 = run.get("beta2", beta2_of(name))
+        beta2 = run.get("beta2", knob.beta2 if knob else None)
         if knob is not None:
             cell.update(knob.cell(beta1, beta2))
         noise = run.get("noise", settings.noise)
