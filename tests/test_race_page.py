@@ -141,6 +141,14 @@ def test_sliders_pick_runs_the_real_classes_computed_and_redraw_within_100_ms(br
         row = page.locator('.row[data-name="Adam"]')
         assert float(row.locator(".lr-out").inner_text()) == pytest.approx(lr * LR_MULTIPLIERS[i], rel=0.05)
         assert float(row.locator(".b-out").inner_text()) == knob.values[j]
+    # A run that diverges is named so in its row, at the step the Python run diverged at
+    sgd = explore(surface, "SGD", tuned_lrs()["rosenbrock"]["SGD"], surface.start, STEPS, page_noise(surface, 0.0))
+    top = len(LR_MULTIPLIERS) - 1
+    assert sgd.diverged_at[top, 0] > 0  # SGD at 10× its tuned lr leaves the valley
+    page.evaluate(f"""(() => {{ const lr = document.querySelector('.row[data-name="SGD"] .lr');
+        lr.value = '{top}'; lr.dispatchEvent(new Event('input')); }})()""")
+    status = page.locator('.row[data-name="SGD"] .status').inner_text()
+    assert status == f"diverged at step {int(sgd.diverged_at[top, 0])}"
     # The noise toggle shows the seeded noisy race (lr at the race's own; the lr sliders rest)
     page.check("#noise")
     noisy = shown_run(page, "Adam")
