@@ -14,17 +14,48 @@ def test_transformer_parameter_set_matches_the_issue():
     assert sum(p.numel() for p in params) == 29_413_376
 
 
+def test_small_parameter_set_matches_the_issue():
+    params = step.small_params(scale=1.0, device="meta")
+    assert len(params) == 2000
+    assert min(p.numel() for p in params) >= 1024 and max(p.numel() for p in params) <= 16384
+
+
 def test_bench_step_writes_table_json_and_chart(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "step", "--scale", "0.02", "--repeats", "1", "--algorithms", "Lion,Momentum",
+    assert main(["bench", "step", "--scale", "0.02", "--rounds", "2", "--algorithms", "Lion,Momentum",
                  "-o", str(out)]) == 0
     result = json.loads((out / "step.json").read_text())
     implementations = {(r["algorithm"], r["implementation"]) for r in result["rows"]}
     assert {("Lion", "ravine fused"), ("Lion", "lion-pytorch"), ("Momentum", "torch fused")} <= implementations
     assert all(r["ms"] > 0 and r["gb_per_s"] > 0 for r in result["rows"])
     assert {r["state_bytes_per_param"] for r in result["rows"] if r["algorithm"] == "Lion"} == {4.0}
+    rows = {(r["algorithm"], r["implementation"]): r for r in result["rows"]}
+    # per-round ratios against the references present: each reference is 1 against itself
+    assert rows[("Momentum", "torch fused")]["ratios"]["torch fused"] == 1.0
+    assert rows[("Momentum", "torch for-loop")]["ratios"]["torch default"] == 1.0
+    assert rows[("Lion", "ravine fused")]["ratios"] == {}  # torch ships no Lion: no reference to divide by
     assert (out / "step.png").read_bytes()[:4] == b"\x89PNG"
     assert "| Lion | ravine fused |" in capsys.readouterr().out
+
+
+def test_bench_step_small_set_and_wrapper_reference(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "step", "--shape", "small", "--scale", "0.01", "--rounds", "1", "--algorithms",
+                 "Lookahead(AdamW)", "-o", str(out)]) == 0
+    result = json.loads((out / "step.json").read_text())
+    assert result["machine"]["shape"] == "small" and result["machine"]["tensors"] == 20
+    bare = next(r for r in result["rows"] if r["implementation"] == "bare inner fused")
+    assert bare["ratios"] == {"bare inner fused": 1.0}
+
+
+def test_bench_step_refuses_bad_values(tmp_path, capsys):
+    import pytest
+
+    for args in (["--rounds", "0"], ["--shape", "huge"], ["--algorithms", "Nope"]):
+        with pytest.raises(SystemExit):
+            main(["bench", "step", *args, "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert "--rounds" in err and "huge" in err and "Nope" in err
 
 
 def test_bench_muon_writes_ratios_against_torch(tmp_path, capsys):

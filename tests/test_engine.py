@@ -80,7 +80,7 @@ def test_update_receives_tensor_lists_on_the_multi_tensor_path(monkeypatch):
 
     params = make_params()
     set_grads(params, 0, skip_some=False)
-    Spy(params).step()  # CPU default: per tensor, like torch
+    Spy(params, foreach=False).step()
     assert seen and set(seen) == {torch.Tensor}
     seen.clear()
     monkeypatch.setattr(engine_eager, "foreach_devices", lambda: ["cpu"])  # as if CPU were CUDA

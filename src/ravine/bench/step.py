@@ -1,10 +1,15 @@
-"""The optimizer-step benchmark: milliseconds per step and GB/s against the bytes each algorithm must move.
+"""The optimizer-step benchmark: milliseconds per step, GB/s against the bytes each algorithm must move, and
+ratios between candidates measured in interleaved rounds.
 
-The parameter set is shaped like an 8-layer, d=512 transformer with an 8192-row embedding (97 tensors,
-29.4 M float32 parameters at ``scale=1``). Every candidate steps the same parameters with fixed gradients;
-the median over repeated blocks of 5 steps after warm-up is reported (per step), next to the bandwidth of
-``a.add_(b)`` measured in the same run. Run ``ravine bench step`` (or ``python benchmarks/step.py``); never
-use this in a timed test.
+Two parameter sets (``--shape``): ``transformer`` (the default), shaped like an 8-layer, d=512 transformer with
+an 8192-row embedding (97 tensors, 29.4 M float32 parameters at ``scale=1``), and ``small``, 2,000 tensors of
+1 k–16 k elements (where per-tensor overhead, not bandwidth, decides). Every candidate of an algorithm steps its
+own copy of the same parameters with fixed gradients. After warm-up the candidates run in rounds, one block of
+5 steps each per round, in an order that rotates from round to round, so the drift of a shared machine hits
+them alike. The report gives each candidate's median time per step and the median over rounds of its time
+divided by a reference's in the same round (torch's fused step, torch's default step, and for a wrapper the
+bare inner step), next to the bandwidth of ``a.add_(b)`` measured in the same run. Run ``ravine bench step``
+(or ``python benchmarks/step.py``); never use this in a timed test.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import gc
 import inspect
 import json
+import math
 import platform
 import statistics
 import sys
@@ -62,8 +68,23 @@ def transformer_params(scale: float = 1.0, device: str = "cpu", dtype: torch.dty
     layer += [(d,)] * 4  # two LayerNorms
     for _ in range(8):
         shapes += layer
+    return _random(shapes, device, dtype)
+
+
+def small_params(scale: float = 1.0, device: str = "cpu", dtype: torch.dtype = torch.float32) -> list:
+    """2,000·scale tensors of 1,024 to 16,384 elements (log-uniform, seeded): a model of many small layers."""
+    g = torch.Generator().manual_seed(1)
+    count = max(2, int(2000 * scale))
+    sizes = torch.exp(torch.empty(count).uniform_(0.0, 4.0 * math.log(2.0), generator=g)) * 1024
+    return _random([(int(n),) for n in sizes], device, dtype)
+
+
+def _random(shapes: list[tuple[int, ...]], device: str, dtype: torch.dtype) -> list:
     g = torch.Generator().manual_seed(0)
     return [torch.randn(s, generator=g).to(device=device, dtype=dtype).requires_grad_() for s in shapes]
+
+
+PARAMETER_SETS: dict[str, Callable[..., list]] = {"transformer": transformer_params, "small": small_params}
 
 
 def _torch_class(name: str) -> type[torch.optim.Optimizer] | None:
@@ -86,6 +107,12 @@ def _ravine(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimizer]:
     return lambda p: variant.build(p, variant.default_lr, **flags)
 
 
+# The reference each ratio column divides by: torch's fused step, torch's default step, and for a wrapper
+# (Lookahead) the bare inner optimizer's fused step.
+TORCH_FUSED, TORCH_DEFAULT, BARE = "torch fused", "torch default", "bare inner fused"
+REFERENCES = (TORCH_FUSED, TORCH_DEFAULT, BARE)
+
+
 def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.Optimizer]]]:
     """Every implementation to time, by algorithm. Third-party ones appear only when installed."""
     table: dict[str, dict[str, Callable[[list], torch.optim.Optimizer]]] = {}
@@ -95,7 +122,9 @@ def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.
             row["torch for-loop"] = _torch_optim(name, foreach=False)
             row["torch foreach"] = _torch_optim(name, foreach=True)
             if name in ("Momentum", "Adam", "AdamW") or (name == "Adagrad" and device == "cpu"):
-                row["torch fused"] = _torch_optim(name, fused=True)
+                row[TORCH_FUSED] = _torch_optim(name, fused=True)
+        if VARIANTS[name].lookahead:
+            row[BARE] = _ravine(name.removeprefix("Lookahead(").removesuffix(")"), fused=True)
         table[name] = row
     try:
         import lion_pytorch
@@ -121,6 +150,12 @@ def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.
     return table
 
 
+def reference_of(row: dict[str, Any], column: str, device: str) -> str | None:
+    """The candidate a ratio column divides by, if the algorithm has one."""
+    name = {TORCH_DEFAULT: "torch foreach" if device.startswith("cuda") else "torch for-loop"}.get(column, column)
+    return name if name in row else None
+
+
 @dataclass
 class Row:
     algorithm: str
@@ -130,6 +165,7 @@ class Row:
     fraction_of_copy: float
     state_bytes_per_param: float
     first_step_s: float
+    ratios: dict[str, float]  # median over rounds of this candidate's time / the reference's, by column
 
 
 def _sync(device: str) -> None:
@@ -142,15 +178,17 @@ BLOCK = 5  # steps timed together: Lookahead (k=5) syncs once per block, so its 
 
 def _median_ms(fn: Callable[[], Any], device: str, repeats: int, block: int = 1) -> float:
     """Median over ``repeats`` blocks of ``block`` calls, in milliseconds per call."""
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(block):
-            fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) / block)
-    return statistics.median(times) * 1e3
+    return statistics.median(_block_seconds(fn, device, block) for _ in range(repeats)) * 1e3
+
+
+def _block_seconds(fn: Callable[[], Any], device: str, block: int) -> float:
+    """Seconds per call of one block of ``block`` calls."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(block):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / block
 
 
 def copy_bandwidth(numel: int, device: str, repeats: int) -> float:
@@ -162,56 +200,78 @@ def copy_bandwidth(numel: int, device: str, repeats: int) -> float:
     return COPY_BYTES * numel / (ms * 1e-3) / 1e9
 
 
-def time_candidate(make: Callable[[list], torch.optim.Optimizer], scale: float, device: str, repeats: int,
-                   warmup: int = BLOCK) -> tuple[float, float, int, int]:
-    """(median ms per step, first-step seconds, state bytes, parameter count)."""
-    params = transformer_params(scale, device)
-    for p in params:
-        p.grad = torch.randn_like(p) * 1e-3
-    optimizer = make(params)
-    start = time.perf_counter()
-    optimizer.step()
-    _sync(device)
-    first = time.perf_counter() - start
-    for _ in range(warmup - 1):
+def interleaved(makers: dict[str, Callable[[list], torch.optim.Optimizer]], make_params: Callable[[], list],
+                device: str, rounds: int) -> dict[str, dict[str, Any]]:
+    """Time every candidate in ``rounds`` rounds of one block each, the order rotating by one per round.
+
+    Each candidate steps its own copy of the parameters (fixed gradients). Returns, per candidate, its
+    seconds per step in each round (``times``), its first step's seconds, and its state bytes and parameter
+    count.
+    """
+    runs: dict[str, dict[str, Any]] = {}
+    for name, make in makers.items():
+        params = make_params()
+        for p in params:
+            p.grad = torch.randn_like(p) * 1e-3
+        optimizer = make(params)
+        start = time.perf_counter()
         optimizer.step()
-    ms = _median_ms(optimizer.step, device, repeats, block=BLOCK)
-    numel = sum(p.numel() for p in params)
-    result = (ms, first, state_bytes(optimizer), numel)
-    del optimizer, params
+        _sync(device)
+        first = time.perf_counter() - start
+        for _ in range(BLOCK - 1):  # warm-up: lazy state, flat buffers, caches
+            optimizer.step()
+        runs[name] = {"optimizer": optimizer, "params": params, "first": first, "times": []}
+    names = list(runs)
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name]["times"].append(_block_seconds(runs[name]["optimizer"].step, device, BLOCK))
+    for entry in runs.values():
+        optimizer, params = entry.pop("optimizer"), entry.pop("params")
+        entry["state"], entry["numel"] = state_bytes(optimizer), sum(p.numel() for p in params)
     gc.collect()
-    return result
+    return runs
 
 
-def run(scale: float = 1.0, device: str = "cpu", repeats: int = 20, algorithms: list[str] | None = None,
+def run(scale: float = 1.0, device: str = "cpu", rounds: int = 20, algorithms: list[str] | None = None,
+        shape: str = "transformer",
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> dict[str, Any]:
-    numel = sum(p.numel() for p in transformer_params(scale, "meta"))
+    make_params = PARAMETER_SETS[shape]
+    meta = make_params(scale, "meta")
+    numel = sum(p.numel() for p in meta)
     table = candidates(device)
     names, unknown = match_names(algorithms, list(table)) if algorithms else (list(table), [])
     if unknown or not names:
         raise ValueError(f"Invalid algorithms: {unknown} (choose from {list(table)})")
-    total = sum(len(table[n]) for n in names)
-    copy = copy_bandwidth(numel, device, repeats)
-    log(f"add_ bandwidth: {copy:.1f} GB/s over {numel / 1e6:.1f} M float32 elements")
-    rows, done = [], 0
-    for name in names:
-        for implementation, make in table[name].items():
-            done += 1
-            log(f"[{done}/{total}] {name}: {implementation} ...")
-            ms, first, state, count = time_candidate(make, scale, device, repeats)
+    copy = copy_bandwidth(numel, device, rounds)
+    log(f"add_ bandwidth: {copy:.1f} GB/s over {numel / 1e6:.1f} M float32 elements in {len(meta)} tensors")
+    rows = []
+    for done, name in enumerate(names, 1):
+        log(f"[{done}/{len(names)}] {name}: {', '.join(table[name])} ({rounds} interleaved rounds) ...")
+        runs = interleaved(table[name], lambda: make_params(scale, device), device, rounds)
+        for implementation, entry in runs.items():
+            ms = statistics.median(entry["times"]) * 1e3
             moved = BYTES_PER_PARAM[name] + (16 / 5 if name.startswith("Lookahead") else 0)
-            gbs = moved * count / (ms * 1e-3) / 1e9
-            rows.append(Row(name, implementation, ms, gbs, gbs / copy, state / count, first))
+            gbs = moved * entry["numel"] / (ms * 1e-3) / 1e9
+            ratios = {}
+            for column in REFERENCES:
+                reference = reference_of(runs, column, device)
+                if reference is not None:
+                    pairs = zip(entry["times"], runs[reference]["times"], strict=True)
+                    ratios[column] = statistics.median(t / ref for t, ref in pairs)
+            rows.append(Row(name, implementation, ms, gbs, gbs / copy, entry["state"] / entry["numel"],
+                            entry["first"], ratios))
     machine = {
         "date": date.today().isoformat(),
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "shape": shape,
         "params": numel,
-        "tensors": 97,
+        "tensors": len(meta),
         "copy_gb_per_s": copy,
-        "repeats": repeats,
+        "rounds": rounds,
     }
     return {"machine": machine, "rows": [asdict(r) for r in rows]}
 
@@ -219,17 +279,20 @@ def run(scale: float = 1.0, device: str = "cpu", repeats: int = 20, algorithms: 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        f"{m['date']} · {m['device']} · {m['threads']} threads · torch {m['torch']} · "
+        f"{m['date']} · {m['device']} · {m['threads']} threads · torch {m['torch']} · {m['shape']} set: "
         f"{m['params'] / 1e6:.1f} M params in {m['tensors']} tensors · add_ {m['copy_gb_per_s']:.1f} GB/s · "
-        f"median of {m['repeats']} blocks of {BLOCK} steps",
+        f"{m['rounds']} interleaved rounds of {BLOCK} steps per candidate; ratios are medians of per-round ratios",
         "",
-        "| algorithm | implementation | ms/step | GB/s | % of add_ | state B/param | first step (s) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| algorithm | implementation | ms/step | GB/s | % of add_ | × torch fused | × torch default "
+        "| × bare step | state B/param | first step (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
+        ratios = " | ".join(f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "" for c in REFERENCES)
         lines.append(
             f"| {r['algorithm']} | {r['implementation']} | {r['ms']:.1f} | {r['gb_per_s']:.1f} | "
-            f"{100 * r['fraction_of_copy']:.0f}% | {r['state_bytes_per_param']:.0f} | {r['first_step_s']:.1f} |"
+            f"{100 * r['fraction_of_copy']:.0f}% | {ratios} | {r['state_bytes_per_param']:.0f} | "
+            f"{r['first_step_s']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -264,20 +327,25 @@ OUTPUTS = ("step.md", "step.json", "step.png")
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="ravine bench step", description=__doc__)
-    parser.add_argument("--scale", type=float, default=1.0, help="parameter-set scale (1.0 = 29.4 M params)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps per candidate (median reported)")
+    parser = argparse.ArgumentParser(prog="ravine bench step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=list(PARAMETER_SETS), default="transformer",
+                        help="parameter set: 'transformer' (97 tensors, 29.4 M params) or 'small' (2,000 tensors "
+                             "of 1k-16k elements)")
+    parser.add_argument("--scale", type=float, default=1.0, help="parameter-set scale (1.0 = the sizes above)")
+    parser.add_argument("--rounds", type=int, default=20,
+                        help="interleaved rounds of 5 steps per candidate (medians reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--algorithms", default=None, help=f"comma-separated subset of {list(BYTES_PER_PARAM)}")
     parser.add_argument("-o", "--output", default="bench-step", help="folder for step.md, step.json, step.png")
     args = parser.parse_args(argv)
-    if args.scale <= 0 or args.repeats < 1:
-        parser.error(f"--scale must be > 0 and --repeats >= 1 (got {args.scale}, {args.repeats})")
+    if args.scale <= 0 or args.rounds < 1:
+        parser.error(f"--scale must be > 0 and --rounds >= 1 (got {args.scale}, {args.rounds})")
     algorithms = [a.strip() for a in args.algorithms.split(",")] if args.algorithms else None
     require("ravine bench step", "plot", "matplotlib")  # the bar chart: checked before the benchmark runs
     try:
         check_output_folder(args.output, OUTPUTS)
-        result = run(args.scale, args.device, args.repeats, algorithms)
+        result = run(args.scale, args.device, args.rounds, algorithms, args.shape)
     except ValueError as error:
         parser.error(str(error))
     table = markdown(result)

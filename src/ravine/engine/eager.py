@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ravine.engine.differentiable import DiffState, DiffTensor
 from ravine.engine.tensorlist import TensorList
-from ravine.engine.views import Hyper, StateView, real_view
+from ravine.engine.views import Hyper, StateView, TensorState, real_view
 
 if TYPE_CHECKING:
     from ravine.engine.optimizer import Optimizer
@@ -53,40 +53,71 @@ def unscale(params: list[Tensor], inv_scale: Tensor | None) -> None:
         torch._foreach_mul_(grads, inv_scale.to(device))
 
 
-def batches(optimizer: Optimizer, params: list[Tensor], *, chunked: bool = False,
-            by_shape: bool = False) -> list[list[Tensor]]:
+def batches(optimizer: Optimizer, params: list[Tensor], *, chunked: bool = False, by_shape: bool = False,
+            limit: int | None = None) -> list[list[Tensor]]:
     """Parameters that can share kernels and scalars: same device, dtype, step, scalar state and state keys.
 
     With ``by_shape`` (tensorwise math) batches also share a shape. With ``chunked`` each batch is split into
-    runs of at most the largest parameter's size, so the temporaries a multi-tensor update makes
-    (``denom``, ...) never exceed that size in total — the peak memory of a foreach step over a whole model is
-    a known complaint about torch's foreach path.
+    runs of at most ``limit`` elements (default: the largest parameter's size), so the temporaries a
+    multi-tensor update makes (``denom``, ...) never exceed that size in total — the peak memory of a foreach
+    step over a whole model is a known complaint about torch's foreach path.
     """
     groups: dict[tuple[Any, ...], list[Tensor]] = {}
+    all_states, scalar_keys = optimizer.state, optimizer.scalar_state
+    plain = (Tensor, torch.nn.Parameter)
     for p in params:
-        state = optimizer.state.get(p, {})
-        step = state["step"].item() if torch.is_tensor(state.get("step")) else state.get("step")
-        scalars = tuple(float(state[k]) for k in optimizer.scalar_state if k in state)
+        state = all_states.get(p, {})
+        step = state.get("step")
+        if step is not None and torch.is_tensor(step):
+            step = step.item()
+        scalars = tuple(float(state[k]) for k in scalar_keys if k in state) if scalar_keys else ()
         # DTensors batch only with the same mesh and placements (one foreach call must not mix them).
-        layout = (getattr(p, "device_mesh", None), tuple(getattr(p, "placements", ())))
+        kind = type(p)
+        layout = None if kind in plain else (getattr(p, "device_mesh", None), tuple(getattr(p, "placements", ())))
         shape = tuple(p.shape) if by_shape else None
-        key = (p.device, p.dtype, p.grad.dtype, type(p), layout, step, scalars, tuple(sorted(state)), shape)
+        key = (p.device, p.dtype, p.grad.dtype, kind, layout, step, scalars, tuple(state), shape)
         groups.setdefault(key, []).append(p)
     if not chunked:
         return list(groups.values())
-    limit = max(p.numel() for p in params)
+    if limit is None:
+        limit = max(p.numel() for p in params)
     chunks: list[list[Tensor]] = []
     for batch in groups.values():
         chunk: list[Tensor] = []
         size = 0
         for p in batch:
-            if chunk and size + p.numel() > limit:
+            n = p.numel()
+            if chunk and size + n > limit:
                 chunks.append(chunk)
                 chunk, size = [], 0
             chunk.append(p)
-            size += p.numel()
+            size += n
         chunks.append(chunk)
     return chunks
+
+
+# Where multi-tensor kernels are loops over the per-tensor kernels (CPU), both paths give the same bits, and
+# a tensor below SMALL elements costs less in its kernels than in the Python around them: the default path
+# batches such tensors, in runs of at most SMALL_RUN elements (their temporaries stay in cache), and steps
+# larger ones one at a time (a batch of large tensors would stream each temporary through memory op by op).
+SMALL, SMALL_RUN = 1 << 16, 1 << 18
+
+
+def run_default(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
+    """The default path of elementwise math where torch's default is its for-loop (CPU): small tensors in
+    multi-tensor runs, the others per tensor — bit for bit the per-tensor path, with less overhead."""
+    small = [p for p in params if p.numel() < SMALL]
+    if len(small) < 2:
+        run_each(optimizer, params, group, hp)
+        return
+    large = [p for p in params if p.numel() >= SMALL]
+    if large:
+        run_each(optimizer, large, group, hp)
+    for batch in batches(optimizer, small, chunked=True, limit=SMALL_RUN):
+        if len(batch) == 1:
+            run_each(optimizer, batch, group, hp)
+        else:
+            run(optimizer, batch, group, hp)
 
 
 def states_of(optimizer: Optimizer, params: list[Tensor]) -> list[dict[str, Any]]:
@@ -117,25 +148,66 @@ def advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, ba
     return views
 
 
-def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper, *, batched: bool) -> None:
-    """One step of ``update`` for one parameter, or for a TensorList batch (elementwise math)."""
+def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
+    """One step of ``update`` for a TensorList batch (elementwise math): every ``update`` call covers the batch."""
     states = states_of(optimizer, params)
     grads = [p.grad for p in params]
     if group["maximize"]:
-        grads = torch._foreach_neg(grads) if batched else [-grads[0]]
-    views = advance(optimizer, states, hp, batched=batched, is_complex=params[0].is_complex())
+        grads = torch._foreach_neg(grads)
+    views = advance(optimizer, states, hp, batched=True, is_complex=params[0].is_complex())
     dtype = optimizer.compute_dtype(params[0], group)
     if dtype == params[0].dtype:
         work, g_work = [real_view(p) for p in params], [real_view(g) for g in grads]
     else:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once at the end
         work, g_work = [p.to(dtype) for p in params], [g.to(dtype) for g in grads]
-    if batched:
-        optimizer.update(TensorList(work), TensorList(g_work), views, hp)
-    else:
-        optimizer.update(work[0], g_work[0], views, hp)
+    optimizer.update(TensorList(work), TensorList(g_work), views, hp)
     if dtype != params[0].dtype:
         torch._foreach_copy_(params, work)
     keep_created_state(optimizer, params, states)
+
+
+def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
+    """One ``update`` call per parameter, with plain tensors (every kind of math runs here).
+
+    Models of many small tensors spend more time here between kernels than in them, so the loop does per
+    parameter only what differs per parameter: what the whole group shares (``maximize``, the compute dtype
+    of each parameter dtype, bound methods) is looked up once.
+    """
+    all_states = optimizer.state
+    maximize = group["maximize"]
+    counter = optimizer.step_counter
+    update = optimizer.update
+    step_scalars = optimizer.step_scalars if "step_scalars" in optimizer.overrides else None
+    plans: dict[torch.dtype, tuple[torch.dtype, bool]] = {}  # parameter dtype -> (compute dtype, complex?)
+    for p in params:
+        stored = all_states.get(p)
+        state = {} if stored is None else stored
+        grad = p.grad
+        if maximize:
+            grad = -grad
+        if counter:
+            step = state["step"]
+            step += 1
+            hp.step = step.item()
+        own = p.dtype
+        plan = plans.get(own)
+        if plan is None:
+            plan = plans[own] = (optimizer.compute_dtype(p, group), own.is_complex)
+        dtype, is_complex = plan
+        view = StateView([state], is_complex=True, batched=False) if is_complex else TensorState(state)
+        if step_scalars is not None:
+            for key, value in step_scalars(view, hp).items():
+                setattr(hp, key, value)
+        if dtype is not own:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once
+            work = p.to(dtype)
+            update(work, grad.to(dtype), view, hp)
+            p.copy_(work)
+        elif is_complex:
+            update(real_view(p), real_view(grad), view, hp)
+        else:
+            update(p, grad, view, hp)
+        if stored is None and state:  # created by the update (SGD's momentum buffer)
+            all_states[p] = state
 
 
 def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:

@@ -72,9 +72,8 @@ class FusedRunner:
             )
             if not fusable:  # a first step that creates state, DTensor, complex or strided tensors: eager
                 eager.unscale(batch, opt._inv_scale)
-                for p in batch:
-                    eager.run(opt, [p], group, hp, batched=False)
-                    self.seen.add(id(p))
+                eager.run_each(opt, batch, group, hp)
+                self.seen.update(id(p) for p in batch)
                 continue
             self._run(batch, group, hp)
 

@@ -120,6 +120,7 @@ class Optimizer(torch.optim.Optimizer):
     batched_update: ClassVar[bool] = False
     reductions: ClassVar[bool] = False
     modifier_points: ClassVar[tuple[str, ...]] = ()
+    overrides: ClassVar[frozenset[str]] = frozenset()  # per-parameter hooks a subclass defines (set for it)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give every subclass's constructor the engine flags, stated once here.
@@ -131,6 +132,8 @@ class Optimizer(torch.optim.Optimizer):
         Adagrad, say), in which case it passes it on in ``defaults`` as usual.
         """
         super().__init_subclass__(**kwargs)
+        cls.overrides = frozenset(name for name in ("check_param", "step_scalars")
+                                  if getattr(cls, name) is not getattr(Optimizer, name))
         init = cls.__dict__.get("__init__")
         if init is None:
             return
@@ -404,9 +407,11 @@ class Optimizer(torch.optim.Optimizer):
             setattr(hp, key, value)
         hp.extra = per_group
         has_sparse = False
+        checks = "check_param" in self.overrides
         for p in params:
-            self.check_param(p)
-            has_sparse = has_sparse or p.grad.is_sparse
+            if checks or p.grad.is_sparse:  # the base check refuses only sparse gradients
+                self.check_param(p)
+                has_sparse = has_sparse or p.grad.is_sparse
             if not self.state.get(p):
                 new_state = self._new_state(p, hp, group)
                 if new_state:
@@ -431,19 +436,20 @@ class Optimizer(torch.optim.Optimizer):
         foreach = group["foreach"]
         if foreach is None:
             foreach = eager.default_to_foreach(params) and "multi-tensor" in PATHS_BY_KIND[kind]
+            if not foreach and kind == "elementwise" and not has_sparse:
+                eager.run_default(self, params, group, hp)
+                return
         if not foreach or has_sparse:
-            for p in params:
-                eager.run(self, [p], group, hp, batched=False)
+            eager.run_each(self, params, group, hp)
         elif kind == "tensorwise":
             for batch in eager.batches(self, params, by_shape=True):
                 if self.batched_update and len(batch) > 1 and not batch[0].is_complex():
                     eager.run_stacked(self, batch, group, hp)
                 else:
-                    for p in batch:
-                        eager.run(self, [p], group, hp, batched=False)
+                    eager.run_each(self, batch, group, hp)
         else:
             for batch in eager.batches(self, params, chunked=True):
-                eager.run(self, batch, group, hp, batched=True)
+                eager.run(self, batch, group, hp)
 
 
 def _caller_stacklevel() -> int:
