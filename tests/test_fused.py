@@ -51,6 +51,31 @@ def test_fused_matches_the_eager_path_over_200_steps(cls, config):
                     realign=True)
 
 
+def test_step_counters_are_elements_of_one_buffer_and_a_replaced_state_is_noticed():
+    params = make_params()
+    optimizer = ravine.AdamW(params, fused=True)
+    for step in range(3):
+        set_grads(params, step, skip_some=False)
+        optimizer.step()
+    (flat,) = optimizer._fused.flat_groups.values()
+    steps = [optimizer.state[p]["step"] for p in params]
+    assert all(s.shape == () and s.dtype == torch.float32 and s.item() == 3.0 for s in steps)
+    assert {s.untyped_storage().data_ptr() for s in steps} == {flat.steps.untyped_storage().data_ptr()}
+    # a state tensor replaced from outside (here: the moment of one parameter) breaks the group: rebuilt
+    optimizer.state[params[0]]["exp_avg"] = optimizer.state[params[0]]["exp_avg"].clone()
+    assert not flat.intact(optimizer.state)
+    reference = ravine.AdamW(clone_params(params), foreach=False)
+    reference.load_state_dict(optimizer.state_dict())
+    for step in range(3, 5):
+        set_grads(params, step, skip_some=False)
+        set_grads(reference.param_groups[0]["params"], step, skip_some=False)
+        optimizer.step()
+        reference.step()
+    for a, b in zip(params, reference.param_groups[0]["params"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert optimizer.state[params[0]]["step"].item() == 5.0
+
+
 def test_parameters_gradients_and_state_live_in_flat_buffers():
     params = make_params()
     optimizer = ravine.AdamW(params, fused=True)

@@ -106,11 +106,12 @@ SMALL, SMALL_RUN = 1 << 16, 1 << 18
 def run_default(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
     """The default path of elementwise math where torch's default is its for-loop (CPU): small tensors in
     multi-tensor runs, the others per tensor — bit for bit the per-tensor path, with less overhead."""
-    small = [p for p in params if p.numel() < SMALL]
+    small, large = [], []
+    for p in params:
+        (small if p.numel() < SMALL else large).append(p)
     if len(small) < 2:
         run_each(optimizer, params, group, hp)
         return
-    large = [p for p in params if p.numel() >= SMALL]
     if large:
         run_each(optimizer, large, group, hp)
     for batch in batches(optimizer, small, chunked=True, limit=SMALL_RUN):
@@ -122,7 +123,7 @@ def run_default(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
 
 def states_of(optimizer: Optimizer, params: list[Tensor]) -> list[dict[str, Any]]:
     """Each parameter's state dict; a new, not yet stored one where it has none (see keep_created_state)."""
-    return [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
+    return [state if state else {} for state in map(optimizer.state.get, params)]
 
 
 def keep_created_state(optimizer: Optimizer, params: list[Tensor], states: list[dict[str, Any]]) -> None:
@@ -151,19 +152,25 @@ def advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, ba
 def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
     """One step of ``update`` for a TensorList batch (elementwise math): every ``update`` call covers the batch."""
     states = states_of(optimizer, params)
+    fresh = [i for i, state in enumerate(states) if not state]  # state the update may create (SGD's buffer)
     grads = [p.grad for p in params]
     if group["maximize"]:
         grads = torch._foreach_neg(grads)
-    views = advance(optimizer, states, hp, batched=True, is_complex=params[0].is_complex())
-    dtype = optimizer.compute_dtype(params[0], group)
-    if dtype == params[0].dtype:
-        work, g_work = [real_view(p) for p in params], [real_view(g) for g in grads]
-    else:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once at the end
+    first = params[0]
+    is_complex = first.is_complex()
+    views = advance(optimizer, states, hp, batched=True, is_complex=is_complex)
+    dtype = optimizer.compute_dtype(first, group)
+    if dtype != first.dtype:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once
         work, g_work = [p.to(dtype) for p in params], [g.to(dtype) for g in grads]
+    elif is_complex:
+        work, g_work = [real_view(p) for p in params], [real_view(g) for g in grads]
+    else:
+        work, g_work = params, grads
     optimizer.update(TensorList(work), TensorList(g_work), views, hp)
-    if dtype != params[0].dtype:
+    if dtype != first.dtype:
         torch._foreach_copy_(params, work)
-    keep_created_state(optimizer, params, states)
+    if fresh:
+        keep_created_state(optimizer, [params[i] for i in fresh], [states[i] for i in fresh])
 
 
 def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:

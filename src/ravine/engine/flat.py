@@ -87,12 +87,23 @@ class FlatGroup:
                       for p, view in zip(params, self.grad_views, strict=True) if p.requires_grad]
         keys = [k for k, v in states[0].items() if k != "step" and k not in scalar_keys and torch.is_tensor(v)]
         self.state_buffers: dict[str, Tensor] = {}
+        self.state_views: dict[str, list[Tensor]] = {}
         for key in keys:
             buffer = self._gather([s[key] for s in states], states[0][key].dtype)
             self.state_buffers[key] = buffer
-            for s, view in zip(states, self._views(buffer), strict=True):
+            self.state_views[key] = self._views(buffer)
+            for s, view in zip(states, self.state_views[key], strict=True):
                 s[key] = view
+        # The step counters (0-d tensors, torch's format) become the elements of one buffer, so counting a
+        # step is one kernel, not one per parameter. The batch steps together: their values are equal.
+        self.steps: Tensor | None = None
+        if torch.is_tensor(states[0].get("step")):
+            self.steps = torch.stack([s["step"] for s in states])
+            self.state_views["step"] = list(self.steps.unbind())
+            for s, view in zip(states, self.state_views["step"], strict=True):
+                s["step"] = view
         self.states = states
+        self.param_ptrs = [p.data_ptr() for p in params]
         self._layout: SegmentLayout | None = None  # built by layout() for algorithms with reductions
 
     def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
@@ -113,23 +124,16 @@ class FlatGroup:
             self._layout = segment_layout(self.numels, self.param_buffer.device)
         return self._layout
 
-    def intact(self, states: list[dict[str, Any]]) -> bool:
-        """Do the parameters and state still live in this group's buffers (no ``.to()``, no reload)?"""
-        base = self.param_buffer.data_ptr()
-        element = self.param_buffer.element_size()
-        for p, start in zip(self.params, self.offsets, strict=False):
-            if p.data_ptr() != base + start * element:
-                return False
-        for mine, theirs in zip(self.states, states, strict=True):
-            if mine is not theirs:
-                return False
-        for key, buffer in self.state_buffers.items():
-            base, element = buffer.data_ptr(), buffer.element_size()
-            for state, start in zip(states, self.offsets, strict=False):
-                value = state.get(key)
-                if value is None or value.data_ptr() != base + start * element:
-                    return False
-        return True
+    def intact(self, all_states: dict[Tensor, Any]) -> bool:
+        """Do the parameters and state still live in this group's buffers (no ``.to()``, no reload, no state
+        tensor replaced)? Checked before every fused step: comparisons only, no per-tensor arithmetic."""
+        if [p.data_ptr() for p in self.params] != self.param_ptrs:
+            return False
+        states = self.states
+        if not all(all_states.get(p) is s for p, s in zip(self.params, states, strict=True)):
+            return False
+        return all(s.get(key) is view for key, views in self.state_views.items()
+                   for s, view in zip(states, views, strict=True))
 
     def collect_grads(self) -> None:
         """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere, e.g. one
@@ -150,7 +154,7 @@ class FlatGroup:
             if id(p) in keep:
                 continue
             p.data = p.detach().clone()
-            for key in self.state_buffers:
+            for key in self.state_views:
                 if key in state:
                     state[key] = state[key].clone()
             if p.grad is not None and self.owns_grad(p):

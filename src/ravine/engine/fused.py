@@ -59,11 +59,24 @@ class FusedRunner:
         self.flat_groups: dict[tuple[int, ...], FlatGroup] = {}
         self.seen: set[int] = set()  # parameters that took their (eager) state-creating first step
         self.scalars: dict[tuple[Any, ...], Tensor] = {}
+        # per param group: the parameters of its last step and their flat groups, reused while intact
+        self.plans: dict[int, tuple[tuple[int, ...], list[FlatGroup]]] = {}
 
     def step(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
-        """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor."""
+        """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor.
+
+        The batches of a step are remembered: when the next step updates the same parameters and every flat
+        group is intact, they are reused without regrouping (what a model of many small tensors would
+        otherwise pay per tensor at every step)."""
         opt = self.optimizer
+        key = (id(group.maps[0]) if isinstance(group, ChainMap) else id(group), *map(id, params))
+        plan = self.plans.get(key[0])
+        if plan is not None and plan[0] == key and all(flat.intact(opt.state) for flat in plan[1]):
+            for flat in plan[1]:
+                self._run(flat, group, hp)
+            return
         lazy = opt.creates_state_in_update(hp)
+        flats: list[FlatGroup] = []
         for batch in eager.batches(opt, params):
             fusable = all(
                 type(p) in (Tensor, torch.nn.Parameter) and p.is_floating_point() and p.is_contiguous()
@@ -74,21 +87,32 @@ class FusedRunner:
                 eager.unscale(batch, opt._inv_scale)
                 eager.run_each(opt, batch, group, hp)
                 self.seen.update(id(p) for p in batch)
+                flats = []
                 continue
-            self._run(batch, group, hp)
+            flat = self._flat_group(batch)
+            self._run(flat, group, hp)
+            flats.append(flat)
+        if flats and sum(len(flat.params) for flat in flats) == len(params):  # every parameter fused
+            self.plans[key[0]] = (key, flats)
+        else:
+            self.plans.pop(key[0], None)
 
-    def _run(self, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
+    def _flat_group(self, params: list[Tensor]) -> FlatGroup:
+        """The flat buffers of a batch: the existing ones if intact, else new (releasing any they overlap)."""
         opt = self.optimizer
-        states = eager.states_of(opt, params)
         key = tuple(id(p) for p in params)
         flat = self.flat_groups.get(key)
-        if flat is None or not flat.intact(states):
+        if flat is None or not flat.intact(opt.state):
             for other in [k for k in self.flat_groups if set(k) & set(key)]:
                 self.flat_groups.pop(other).release(keep=set(key))
-            flat = self.flat_groups[key] = FlatGroup(params, states, opt.scalar_state)
+            flat = self.flat_groups[key] = FlatGroup(params, eager.states_of(opt, params), opt.scalar_state)
+        return flat
+
+    def _run(self, flat: FlatGroup, group: dict[str, Any], hp: Hyper) -> None:
+        opt = self.optimizer
+        params, states = flat.params, flat.states
         flat.collect_grads()
-        steps = [s["step"] for s in states] if opt.step_counter else []
-        hp.step = steps[0].item() + 1 if steps else None
+        hp.step = flat.steps[0].item() + 1 if flat.steps is not None else None
         # The eager per-step hook (per-parameter scalars such as NAdam's mu_product) runs before the kernel.
         extra = {**hp.extra, **opt.step_scalars(StateView(states, is_complex=False, batched=True), hp)}
         # Scalar arithmetic (bias corrections, lr/bc) in float64, as the eager paths do it in Python floats.
@@ -101,8 +125,8 @@ class FusedRunner:
                 type(opt).update, opt, flat.param_buffer, flat.grad_buffer, flat.state_buffers,
                 scalars, statics, flags, flat.layout() if opt.needs_reductions(group) else None,
             )
-        if steps:  # counted only once the step has run
-            torch._foreach_add_(steps, 1)
+        if flat.steps is not None:  # counted only once the step has run
+            flat.steps.add_(1)
 
     def _hyper(
         self, group: dict[str, Any], step: float | None, extra: dict[str, Any], device: torch.device,
