@@ -298,3 +298,29 @@ def test_a_model_whose_parameters_route_gradients_still_copies_and_saves(tmp_pat
     torch.save(model.state_dict(), tmp_path / "m.pt")
     clone(torch.ones(1, 3)).sum().backward()  # the copy's gradients are its own
     assert clone.weight.grad.data_ptr() != model.weight.grad.data_ptr()
+
+
+_SMALL_FIRST_STEP = """
+import torch, ravine
+p = torch.ones(8, requires_grad=True)
+p.grad = torch.ones(8)
+optimizer = ravine.SGD([p], lr=0.1, momentum=0.9, fused=True)
+optimizer.step()  # eager: creates the momentum buffer
+optimizer.step()  # compiled
+"""
+
+
+def test_a_step_first_compiled_for_a_small_buffer_still_runs_in_parallel(tmp_path):
+    """With dynamic shapes one compiled kernel serves every buffer length, also from inductor's on-disk cache in
+    later processes: it must not carry the serial loop inductor would choose for the first, tiny buffer (nor
+    the thread count of the process that compiled it)."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", _SMALL_FIRST_STEP], env=env, check=True, timeout=300)
+    kernels = [f.read_text() for f in cache.rglob("*.py")]
+    loops = [k for k in kernels if "cpp_fused" in k and "ks0" in k]  # the kernels over the flat buffers
+    assert loops and all("#pragma omp parallel" in k and "num_threads(" not in k for k in loops)

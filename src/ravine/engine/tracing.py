@@ -434,5 +434,13 @@ def fused_update(
 
 @functools.cache
 def compiled_update() -> Callable[..., None]:
-    """The compiled :func:`fused_update`, built on first use (one code object; graphs cached by torch)."""
-    return torch.compile(fused_update, fullgraph=True, dynamic=True)
+    """The compiled :func:`fused_update`, built on first use (one code object; graphs cached by torch).
+
+    Compiled with dynamic shapes, so one graph serves every buffer length. On the CPU, inductor decides from
+    the length it first sees whether a loop is worth running in parallel, and writes the decision (and the
+    thread count) into the kernel — which its on-disk cache then serves for every length, in every later
+    process: a first fused step over a few small tensors (a test, a small param group, a process under
+    torchrun's ``OMP_NUM_THREADS=1``) left every later step on one core. ``cpp.dynamic_threads`` makes every
+    loop a parallel region whose thread count the OpenMP runtime decides when it runs.
+    """
+    return torch.compile(fused_update, fullgraph=True, dynamic=True, options={"cpp.dynamic_threads": True})
