@@ -300,6 +300,32 @@ def test_a_model_whose_parameters_route_gradients_still_copies_and_saves(tmp_pat
     assert clone.weight.grad.data_ptr() != model.weight.grad.data_ptr()
 
 
+@pytest.mark.parametrize("skip_some", [False, True], ids=["all gradients", "some without gradient"])
+def test_lookahead_synchronises_inside_the_fused_kernel_and_matches_the_eager_sync(skip_some, monkeypatch):
+    ref_params, cand_params = make_params(), None
+    cand_params = clone_params(ref_params)
+    reference = ravine.Lookahead(ravine.AdamW(ref_params, foreach=False), k=3, alpha=0.5)
+    candidate = ravine.Lookahead(ravine.AdamW(cand_params, fused=True), k=3, alpha=0.5)
+    eager_syncs = []
+    monkeypatch.setattr(candidate, "synchronize", lambda: eager_syncs.append(1))  # must not be needed
+    for step in range(7):
+        set_grads(ref_params, step, skip_some=skip_some)
+        set_grads(cand_params, step, skip_some=skip_some)
+        reference.step()
+        candidate.step()
+        if step == 2:  # the first sync step: the kernel updated the slow weights of the parameters it stepped
+            stepped = [p for p in cand_params if p.grad is not None]
+            assert candidate.optimizer._fused.folded == set(map(id, stepped))
+        for a, b in zip(ref_params, cand_params, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+        for a, b in zip(ref_params, cand_params, strict=True):
+            torch.testing.assert_close(candidate.slow_params[b], reference.slow_params[a], rtol=1e-6, atol=1e-6)
+    assert not eager_syncs and candidate.lookahead_step == 7
+    flat = next(f for f in candidate.optimizer._fused.flat_groups.values() if f.average_buffer is not None)
+    # the slow weights of the group's parameters live in one flat buffer beside the parameter buffer
+    assert all(candidate.slow_params[p] is view for p, view in zip(flat.params, flat.average_views, strict=True))
+
+
 _SMALL_FIRST_STEP = """
 import torch, ravine
 p = torch.ones(8, requires_grad=True)

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.engine.averaging import lerp_averages
 from ravine.engine.eager_only import eager_only
-from ravine.engine.tensorlist import TensorList
+from ravine.engine.optimizer import Optimizer
 from ravine.engine.validation import check_unit_interval
 
 SLOW_KEY = "slow_param"
@@ -131,28 +132,28 @@ class Lookahead(torch.optim.Optimizer):
             if p not in self.slow_params:
                 self.slow_params[p] = p.detach().clone()  # φ₀ = θ₀ (before the first inner step)
         skipped_before = getattr(self.optimizer, "skipped_steps", None)
+        sync = (self.lookahead_step + 1) % self.k == 0
+        # A ravine optimizer folds the synchronisation into this step (on the fused path, into its kernel); a
+        # step it skips (overflow, non-finite gradients) synchronises nothing.
+        folded = sync and isinstance(self.optimizer, Optimizer)
+        if folded:
+            self.optimizer.fold_average(self.slow_params, self.alpha, write_back=True)
         loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         if skipped_before is not None and self.optimizer.skipped_steps != skipped_before:
             return loss  # the inner optimizer skipped a non-finite step: it does not count towards k
         self.lookahead_step += 1
-        if self.lookahead_step % self.k == 0:
+        if sync and not folded:
             self.synchronize()
         return loss
 
-    @torch.no_grad()
     def synchronize(self) -> None:
-        """φ ← φ + α·(θ − φ); θ ← φ, for every parameter (multi-tensor per device, dtype and layout)."""
-        groups: dict[tuple[Any, ...], tuple[list[Tensor], list[Tensor]]] = {}
-        for p in self._params():
-            layout = (p.device, p.dtype, type(p), getattr(p, "device_mesh", None),
-                      tuple(getattr(p, "placements", ())))
-            slow_list, fast_list = groups.setdefault(layout, ([], []))
-            slow_list.append(self.slow_params[p])
-            fast_list.append(p)
-        for slow_list, fast_list in groups.values():
-            slow, fast = TensorList(slow_list), TensorList(fast_list)
-            slow.lerp_(fast, self.alpha)
-            fast.copy_(slow)
+        """φ ← φ + α·(θ − φ); θ ← φ, for every parameter (multi-tensor per device, dtype and layout).
+
+        Called every k-th step for an inner optimizer that is not a ravine one; a ravine optimizer does the same
+        inside its k-th step (:meth:`ravine.Optimizer.fold_average`: in the fused kernel on the fused path).
+        """
+        params = self._params()
+        lerp_averages([self.slow_params[p] for p in params], params, self.alpha, write_back=True)
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]

@@ -104,6 +104,8 @@ class FlatGroup:
                 s["step"] = view
         self.states = states
         self.param_ptrs = [p.data_ptr() for p in params]
+        self.average_buffer: Tensor | None = None  # see attach_average
+        self.average_views: list[Tensor] | None = None
         self._layout: SegmentLayout | None = None  # built by layout() for algorithms with reductions
 
     def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
@@ -117,6 +119,20 @@ class FlatGroup:
             buffer[start:end].view(p.shape)
             for p, start, end in zip(self.params, self.offsets, self.offsets[1:], strict=False)
         ]
+
+    def attach_average(self, averages: dict[Tensor, Tensor]) -> Tensor:
+        """One flat buffer holding ``averages[p]`` for the parameters of this group (a wrapper's averages of the
+        weights), laid out as the parameter buffer; ``averages`` is re-pointed to views of it. Kept while the
+        wrapper keeps those views."""
+        views = self.average_views
+        if views is not None and all(averages[p] is v for p, v in zip(self.params, views, strict=True)):
+            return self.average_buffer
+        first = averages[self.params[0]]
+        self.average_buffer = self._gather([averages[p] for p in self.params], first.dtype)
+        self.average_views = self._views(self.average_buffer)
+        for p, view in zip(self.params, self.average_views, strict=True):
+            averages[p] = view
+        return self.average_buffer
 
     def layout(self) -> SegmentLayout:
         """Where each tensor lies in the buffers (see :class:`SegmentLayout`), built on first use."""

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine import eager
+from ravine.engine.averaging import Fold
 from ravine.engine.flat import FlatGroup
 from ravine.engine.tracing import compiled_update
 from ravine.engine.views import Hyper, StateView
@@ -61,6 +62,8 @@ class FusedRunner:
         self.scalars: dict[tuple[Any, ...], Tensor] = {}
         # per param group: the parameters of its last step and their flat groups, reused while intact
         self.plans: dict[int, tuple[tuple[int, ...], list[FlatGroup]]] = {}
+        self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
+        self.folded: set[int] = set()  # parameters whose average this step's kernels updated
 
     def step(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
         """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor.
@@ -112,18 +115,27 @@ class FusedRunner:
         opt = self.optimizer
         params, states = flat.params, flat.states
         flat.collect_grads()
+        average = None
+        fold = self.fold
+        if fold is not None and all(p in fold.averages for p in params):
+            average = flat.attach_average(fold.averages)
+            self.folded.update(map(id, params))
         hp.step = flat.steps[0].item() + 1 if flat.steps is not None else None
         # The eager per-step hook (per-parameter scalars such as NAdam's mu_product) runs before the kernel.
         extra = {**hp.extra, **opt.step_scalars(StateView(states, is_complex=False, batched=True), hp)}
+        if average is not None:
+            extra["average_weight"] = fold.weight
         # Scalar arithmetic (bias corrections, lr/bc) in float64, as the eager paths do it in Python floats.
         device = params[0].device
         scalar_type = torch.float32 if device.type == "mps" else torch.float64
         scalars, statics, flags = self._hyper(group, hp.step, extra, device, scalar_type)
         statics["compute_dtype"] = str(opt.compute_dtype(params[0], group)).removeprefix("torch.")
+        if average is not None:
+            statics["average_write_back"] = fold.write_back
         with torch._dynamo.config.patch(recompile_limit=128):
             compiled_update()(
                 type(opt).update, opt, flat.param_buffer, flat.grad_buffer, flat.state_buffers,
-                scalars, statics, flags, flat.layout() if opt.needs_reductions(group) else None,
+                scalars, statics, flags, flat.layout() if opt.needs_reductions(group) else None, average,
             )
         if flat.steps is not None:  # counted only once the step has run
             flat.steps.add_(1)

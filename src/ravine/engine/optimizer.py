@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ravine.engine import eager, sharded
+from ravine.engine.averaging import Fold, lerp_averages
 from ravine.engine.eager_only import eager_only
 from ravine.engine.fused import ENGINE_KEYS, FusedRunner, compile_unavailable_reason
 from ravine.engine.modifiers import MODIFIER_OPTIONS, check_modifier_options, modifiers_reduce, supported_options
@@ -158,6 +159,7 @@ class Optimizer(torch.optim.Optimizer):
         defaults.setdefault("skipped_steps", 0)
         check_fused_flags(defaults["foreach"], defaults["fused"])
         self._fused = FusedRunner(self)
+        self._fold: Fold | None = None
         super().__init__(params, defaults)
         # torch's GradScaler contract for fused optimizers: it sets grad_scale/found_inf and calls step();
         # the fused kernel unscales as it reads the gradients instead of a separate pass.
@@ -264,6 +266,7 @@ class Optimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._fused = FusedRunner(self)  # flat buffers and compiled-step caches are rebuilt after unpickling
+        self._fold = None
         self._inv_scale = None
         self._step_supports_amp_scaling = any(group.get("fused") for group in self.param_groups)
         # Groups saved by torch.optim or by an older ravine may lack options this class has: they are read
@@ -343,7 +346,26 @@ class Optimizer(torch.optim.Optimizer):
         with torch.set_grad_enabled(bool(self.defaults.get("differentiable"))):
             return self._step(closure)
 
+    def fold_average(self, averages: dict[Tensor, Tensor], weight: float, *, write_back: bool) -> None:
+        """For the next step only: after the update, move each ``averages[p]`` towards ``p``,
+        ``a ← a + weight·(p − a)``, then set ``p ← a`` if ``write_back`` (see :mod:`ravine.engine.averaging`).
+
+        For wrappers that keep averages of the weights (:class:`~ravine.Lookahead`, :class:`~ravine.WeightEMA`).
+        Every parameter in ``averages`` is averaged, with or without a gradient this step; a step that is skipped
+        (GradScaler overflow, ``skip_nonfinite``) averages nothing. On the fused path the averaging runs inside
+        the step's kernel, and the values of ``averages`` are replaced by views of a flat buffer.
+        """
+        self._fold = Fold(averages, weight, write_back)
+
     def _step(self, closure: Callable[[], Any] | None) -> Any:
+        fold, self._fold = self._fold, None
+        try:
+            self._fused.fold, self._fused.folded = fold, set()
+            return self._step_all(closure, fold)
+        finally:
+            self._fused.fold = None
+
+    def _step_all(self, closure: Callable[[], Any] | None, fold: Fold | None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -359,6 +381,9 @@ class Optimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             self._step_group(group)
         self._inv_scale = None
+        if fold is not None:  # the averages the fused kernels did not take care of
+            rest = [p for p in fold.averages if id(p) not in self._fused.folded]
+            lerp_averages([fold.averages[p] for p in rest], rest, fold.weight, fold.write_back)
         return loss
 
     def _skip_nonfinite_step(self) -> bool:

@@ -415,13 +415,19 @@ def fused_update(
     statics: dict[str, Any],
     flags: dict[str, bool],
     layout: SegmentLayout | None = None,
+    average: Tensor | None = None,
 ) -> None:
     """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles.
 
     ``statics["compute_dtype"]`` is the engine's one compute-dtype rule (:meth:`Optimizer.compute_dtype`), the
-    same the eager paths use: e.g. bfloat16 parameters are updated in float32 and rounded once.
+    same the eager paths use: e.g. bfloat16 parameters are updated in float32 and rounded once. ``average`` is a
+    wrapper's flat buffer of weight averages (:mod:`ravine.engine.averaging`), moved towards the new parameters
+    by ``scalars["average_weight"]`` in the same kernel, and written back into them with
+    ``statics["average_write_back"]``.
     """
     compute_dtype = getattr(torch, statics.pop("compute_dtype"))
+    weight = scalars.pop("average_weight", None)
+    write_back = statics.pop("average_write_back", False)
     work = param if param.dtype == compute_dtype else param.to(compute_dtype)
     # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
     g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
@@ -430,6 +436,10 @@ def fused_update(
            FusedHyper(scalars, statics, flags))
     if work is not param:
         param.copy_(work)
+    if average is not None:  # as lerp_averages does it: from the rounded parameter, in the average's dtype
+        average.lerp_(param.to(average.dtype), weight.to(average.dtype))
+        if write_back:
+            param.copy_(average)
 
 
 @functools.cache
