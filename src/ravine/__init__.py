@@ -31,6 +31,7 @@ from ravine.groups import param_groups
 from ravine.lookahead import Lookahead
 from ravine.memory import state_bytes
 from ravine.muon_routing import MuonGroups, muon_param_groups
+from ravine.weight_ema import WeightEMA
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "ScheduleFreeSGD",
     "SparseAdam",
     "TensorList",
+    "WeightEMA",
     "__version__",
     "available_optimizers",
     "create_optimizer",

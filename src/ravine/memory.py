@@ -30,7 +30,7 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     of the same elements — is counted once; views of a fused flat buffer count their own elements.
     """
     seen: dict[tuple[int, int, torch.dtype], int] = {}
-    holders = [optimizer.state, getattr(optimizer, "slow_params", {})]
+    holders = [optimizer.state, getattr(optimizer, "averages", {})]
     for holder in holders:
         for t in _tensors(dict(holder)):
             if t.is_sparse:

@@ -30,10 +30,12 @@ from typing import Any
 
 import torch
 
+from ravine.algorithms import AdamW
 from ravine.extras import require
 from ravine.files import atomic_folder, check_output_folder
 from ravine.memory import state_bytes
 from ravine.registry import ALGORITHMS, VARIANTS, match_names
+from ravine.weight_ema import WeightEMA
 
 # Bytes each algorithm must read and write per float32 parameter: param, grad and state, read once;
 # param and state written once. Keys are the registry's variant names.
@@ -45,7 +47,7 @@ BYTES_PER_PARAM = {
     "AdamW": 28,
     "Lion": 20,
     "ADOPT": 28,
-    "Lookahead(AdamW)": 28,  # plus the sync's 16 bytes every k steps, added per candidate
+    "Lookahead(AdamW)": 28,  # plus the folded sync's 8 bytes (slow weights read and written) every k steps
     "Adadelta": 28,
     "Adamax": 28,
     "NAdam": 28,
@@ -55,7 +57,9 @@ BYTES_PER_PARAM = {
     "Cautious AdamW": 28,  # the mask and its per-tensor count are computed in the kernel: no extra traffic
     "AdEMAMix": 36,  # AdamW plus the slow EMA, read and written
     "Schedule-Free AdamW": 28,  # z and v instead of m and v
+    "WeightEMA(AdamW)": 36,  # AdamW plus the average, read and written
 }
+WRAPPED = {"Lookahead(AdamW)": "AdamW", "WeightEMA(AdamW)": "AdamW"}  # wrapper rows: their bare inner variant
 COPY_BYTES = 12  # a.add_(b): read a and b, write a
 
 
@@ -117,14 +121,20 @@ def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.
     """Every implementation to time, by algorithm. Third-party ones appear only when installed."""
     table: dict[str, dict[str, Callable[[list], torch.optim.Optimizer]]] = {}
     for name in BYTES_PER_PARAM:
+        if name == "WeightEMA(AdamW)":
+            table[name] = {"ravine fused": lambda p: WeightEMA(AdamW(p, lr=1e-3, fused=True)),
+                           "ravine default": lambda p: WeightEMA(AdamW(p, lr=1e-3)),
+                           BARE: _ravine("AdamW", fused=True),
+                           "torch fused + AveragedModel": _AveragedModelStep}
+            continue
         row = {"ravine fused": _ravine(name, fused=True), "ravine default": _ravine(name)}
         if _torch_class(name) is not None:
             row["torch for-loop"] = _torch_optim(name, foreach=False)
             row["torch foreach"] = _torch_optim(name, foreach=True)
             if name in ("Momentum", "Adam", "AdamW") or (name == "Adagrad" and device == "cpu"):
                 row[TORCH_FUSED] = _torch_optim(name, fused=True)
-        if VARIANTS[name].lookahead:
-            row[BARE] = _ravine(name.removeprefix("Lookahead(").removesuffix(")"), fused=True)
+        if name in WRAPPED:
+            row[BARE] = _ravine(WRAPPED[name], fused=True)
         table[name] = row
     try:
         import lion_pytorch
@@ -148,6 +158,24 @@ def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.
     except ImportError:
         pass
     return table
+
+
+class _AveragedModelStep:
+    """torch's way to the same EMA: fused AdamW, then ``AveragedModel.update_parameters`` after every step."""
+
+    def __init__(self, params: list) -> None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self.model = torch.nn.ParameterList(params)
+        self.optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)
+        self.averaged = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(0.999))
+        self.averages = dict(zip(params, self.averaged.module.parameters(), strict=True))  # for state_bytes
+        self.state = self.optimizer.state
+        self.param_groups = self.optimizer.param_groups
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.averaged.update_parameters(self.model)
 
 
 def reference_of(row: dict[str, Any], column: str, device: str) -> str | None:
@@ -251,7 +279,7 @@ def run(scale: float = 1.0, device: str = "cpu", rounds: int = 20, algorithms: l
         runs = interleaved(table[name], lambda: make_params(scale, device), device, rounds)
         for implementation, entry in runs.items():
             ms = statistics.median(entry["times"]) * 1e3
-            moved = BYTES_PER_PARAM[name] + (16 / 5 if name.startswith("Lookahead") else 0)
+            moved = BYTES_PER_PARAM[name] + (8 / 5 if name.startswith("Lookahead") else 0)  # folded sync
             gbs = moved * entry["numel"] / (ms * 1e-3) / 1e9
             ratios = {}
             for column in REFERENCES:
