@@ -57,7 +57,7 @@ def test_bench_help_lists_the_benchmarks_and_a_missing_name_is_one_line(capsys):
     assert "choose a benchmark: step, muon, compile" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "step", "--help"])
-    assert exit_.value.code == 0 and "--repeats" in capsys.readouterr().out
+    assert exit_.value.code == 0 and "--rounds" in capsys.readouterr().out
 
 
 def test_python_dash_m_ravine_runs_the_command():

@@ -67,7 +67,7 @@ class FlatGroup:
     """Parameters, gradients and state of one (device, dtype) batch, each in one contiguous buffer."""
 
     def __init__(self, params: list[Tensor], states: list[dict[str, Any]],
-                 scalar_keys: tuple[str, ...] = ()) -> None:
+                 scalar_keys: tuple[str, ...] = (), count_steps: bool = False) -> None:
         self.params = params
         self.numels = [p.numel() for p in params]
         offsets = [0]
@@ -94,10 +94,11 @@ class FlatGroup:
             self.state_views[key] = self._views(buffer)
             for s, view in zip(states, self.state_views[key], strict=True):
                 s[key] = view
-        # The step counters (0-d tensors, torch's format) become the elements of one buffer, so counting a
-        # step is one kernel, not one per parameter. The batch steps together: their values are equal.
+        # The engine's step counters (0-d tensors, torch's format; ``count_steps``) become the elements of one
+        # buffer, so counting a step is one kernel, not one per parameter. The batch steps together: their
+        # values are equal. A "step" the algorithm keeps itself (a scalar_state) is left alone.
         self.steps: Tensor | None = None
-        if torch.is_tensor(states[0].get("step")):
+        if count_steps and torch.is_tensor(states[0].get("step")):
             self.steps = torch.stack([s["step"] for s in states])
             self.state_views["step"] = list(self.steps.unbind())
             for s, view in zip(states, self.state_views["step"], strict=True):

@@ -108,7 +108,8 @@ class FusedRunner:
         if flat is None or not flat.intact(opt.state):
             for other in [k for k in self.flat_groups if set(k) & set(key)]:
                 self.flat_groups.pop(other).release(keep=set(key))
-            flat = self.flat_groups[key] = FlatGroup(params, eager.states_of(opt, params), opt.scalar_state)
+            flat = self.flat_groups[key] = FlatGroup(params, eager.states_of(opt, params), opt.scalar_state,
+                                                     count_steps=opt.step_counter)
         return flat
 
     def _run(self, flat: FlatGroup, group: dict[str, Any], hp: Hyper) -> None:
