@@ -51,13 +51,19 @@ def test_fused_matches_the_eager_path_over_200_steps(cls, config):
                     realign=True)
 
 
-def test_step_counters_are_elements_of_one_buffer_and_a_replaced_state_is_noticed():
+def _fused_adamw_after(steps: int):
+    """Parameters, a fused AdamW stepped ``steps`` times over them, and its one flat group."""
     params = make_params()
     optimizer = ravine.AdamW(params, fused=True)
-    for step in range(3):
+    for step in range(steps):
         set_grads(params, step, skip_some=False)
         optimizer.step()
     (flat,) = optimizer._fused.flat_groups.values()
+    return params, optimizer, flat
+
+
+def test_step_counters_are_elements_of_one_buffer_and_a_replaced_state_is_noticed():
+    params, optimizer, flat = _fused_adamw_after(3)
     steps = [optimizer.state[p]["step"] for p in params]
     assert all(s.shape == () and s.dtype == torch.float32 and s.item() == 3.0 for s in steps)
     assert {s.untyped_storage().data_ptr() for s in steps} == {flat.steps.untyped_storage().data_ptr()}
@@ -77,12 +83,7 @@ def test_step_counters_are_elements_of_one_buffer_and_a_replaced_state_is_notice
 
 
 def test_parameters_gradients_and_state_live_in_flat_buffers():
-    params = make_params()
-    optimizer = ravine.AdamW(params, fused=True)
-    for step in range(2):
-        set_grads(params, step, skip_some=False)
-        optimizer.step()
-    (flat,) = optimizer._fused.flat_groups.values()
+    params, optimizer, flat = _fused_adamw_after(2)
     base = flat.param_buffer.data_ptr()
     assert [p.data_ptr() for p in params] == [base + 4 * o for o in flat.offsets[:-1]]
     assert all(flat.owns_grad(p) for p in params)
