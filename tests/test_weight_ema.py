@@ -94,3 +94,18 @@ def test_a_skipped_non_finite_step_does_not_move_the_average():
     with pytest.warns(RuntimeWarning, match="skipped a step"):
         ema.step()
     assert ema.count == 1 and torch.equal(ema.average_of(p), before)
+
+
+@pytest.mark.parametrize("flags", [{}, {"fused": True}], ids=["default", "fused"])
+def test_a_group_added_later_starts_its_own_average_and_the_others_keep_theirs(flags):
+    a, b = torch.ones(4, requires_grad=True), torch.ones(4, requires_grad=True)
+    ema = ravine.WeightEMA(ravine.SGD([a], lr=1.0, **flags), decay=0.5)
+    for _ in range(2):
+        a.grad = torch.ones(4)
+        ema.step()
+    before = ema.average_of(a).clone()
+    ema.add_param_group({"params": [b]})
+    a.grad, b.grad = torch.ones(4), torch.ones(4)
+    ema.step()
+    torch.testing.assert_close(ema.average_of(a), torch.lerp(before, a.detach(), 0.5))
+    assert torch.equal(ema.average_of(b), b.detach()) and ema.count == 3

@@ -121,7 +121,8 @@ class WeightAverages(torch.optim.Optimizer):
         return loss, taken, folded
 
     def _average_now(self, weight: float, write_back: bool) -> None:
-        params = self._params()
+        """Every parameter that has an average moves it (``lerp_averages``), after an unfolded inner step."""
+        params = [p for p in self._params() if p in self.averages]
         lerp_averages([self.averages[p] for p in params], params, weight, write_back)
 
     # ---- checkpoints -----------------------------------------------------------------------------

@@ -57,17 +57,18 @@ class WeightEMA(WeightAverages):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One step of the wrapped optimizer, then the average moves towards the new weights."""
         self._adopt_loaded_averages()
-        params = self._params()
-        first = self.steps_taken == 0 or any(p not in self.averages for p in params)
-        loss, taken, folded = self._inner_step(closure, None if first else 1 - self.decay, write_back=False)
+        if self.steps_taken == 0:
+            self.averages.clear()
+        new = [p for p in self._params() if p not in self.averages]  # all at the first step; a group added later
+        weight = 1 - self.decay if self.averages else None
+        loss, taken, folded = self._inner_step(closure, weight, write_back=False)
         if not taken:
             return loss
-        if first:  # θ̄ ← θ, as AveragedModel's first update_parameters copies
-            with torch.no_grad():
-                for p in params:
-                    self.averages[p] = p.detach().clone()
-        elif not folded:
-            self._average_now(1 - self.decay, write_back=False)
+        if weight is not None and not folded:
+            self._average_now(weight, write_back=False)
+        with torch.no_grad():  # θ̄ ← θ, as AveragedModel's first update_parameters copies
+            for p in new:
+                self.averages[p] = p.detach().clone()
         self.steps_taken += 1
         return loss
 
