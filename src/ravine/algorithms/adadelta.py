@@ -26,6 +26,8 @@ class Adadelta(Optimizer):
     (torch's extension; 1.0 is the paper). State: ``step``, ``square_avg``, ``acc_delta``.
     """
 
+    nonnegative_state = ("square_avg", "acc_delta")
+
     step_counter = True
 
     def __init__(

@@ -31,6 +31,8 @@ class Adafactor(Optimizer):
     ``variance``.
     """
 
+    nonnegative_state = ("variance",)
+
     kind = "tensorwise"
     step_counter = True
 

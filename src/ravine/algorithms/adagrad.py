@@ -27,6 +27,8 @@ class Adagrad(Optimizer):
     (without weight decay).
     """
 
+    nonnegative_state = ("sum",)
+
     step_counter = True
     eager_state = True
     supports_sparse = True

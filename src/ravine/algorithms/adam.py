@@ -38,6 +38,8 @@ class Adam(Optimizer):
     ``step``, ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` (amsgrad).
     """
 
+    nonnegative_state = ("exp_avg_sq", "max_exp_avg_sq")
+
     step_counter = True
     modifier_points = ("update", "momentum")
 

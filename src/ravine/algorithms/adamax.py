@@ -25,6 +25,8 @@ class Adamax(Optimizer):
     maximum is torch's. State: ``step``, ``exp_avg``, ``exp_inf``.
     """
 
+    nonnegative_state = ("exp_inf",)
+
     step_counter = True
 
     def __init__(

@@ -39,6 +39,8 @@ class ADOPT(Optimizer):
     ``exp_avg_sq``.
     """
 
+    nonnegative_state = ("exp_avg_sq",)
+
     step_counter = True
 
     def __init__(

@@ -97,6 +97,8 @@ class MuonWithAuxAdam(Optimizer):
     ``exp_avg_sq`` (AdamW).
     """
 
+    nonnegative_state = ("exp_avg_sq",)
+
     kind = "tensorwise"  # the Muon groups' math; kind_of() says each group's, and AdamW groups fuse
     batched_update = True
     scalar_state = ("step",)

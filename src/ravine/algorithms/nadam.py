@@ -29,6 +29,8 @@ class NAdam(Optimizer):
     ``mu_product`` (a 0-d tensor per parameter, as in torch), ``exp_avg``, ``exp_avg_sq``.
     """
 
+    nonnegative_state = ("exp_avg_sq",)
+
     step_counter = True
     scalar_state = ("mu_product",)
 

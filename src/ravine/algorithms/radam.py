@@ -30,6 +30,8 @@ class RAdam(Optimizer):
     ``exp_avg``, ``exp_avg_sq``.
     """
 
+    nonnegative_state = ("exp_avg_sq",)
+
     step_counter = True
 
     def __init__(

@@ -33,6 +33,8 @@ class RMSprop(Optimizer):
     State: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
     """
 
+    nonnegative_state = ("square_avg",)
+
     step_counter = True
 
     def __init__(

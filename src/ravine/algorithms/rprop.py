@@ -27,6 +27,8 @@ class Rprop(Optimizer):
     State: ``step``, ``prev``, ``step_size``.
     """
 
+    nonnegative_state = ("step_size",)
+
     step_counter = True
 
     def __init__(

@@ -48,6 +48,8 @@ class ScheduleFree(Optimizer):
     (winner of AlgoPerf's self-tuning track). Reference: facebookresearch/schedule_free (``schedulefree``).
     """
 
+    nonnegative_state = ("exp_avg_sq",)
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         super().__init__(params, {**defaults, **GROUP_COUNTERS})
 

@@ -26,6 +26,8 @@ class SparseAdam(Optimizer):
     ``exp_avg``, ``exp_avg_sq``.
     """
 
+    nonnegative_state = ("exp_avg_sq",)
+
     kind = "sparse"
     supports_sparse = True
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ravine.engine import compact
 from ravine.engine.differentiable import DiffState, DiffTensor
 from ravine.engine.tensorlist import TensorList
 from ravine.engine.views import Hyper, StateView, TensorState, real_view
@@ -149,9 +150,31 @@ def advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, ba
     return views
 
 
+def decoded(optimizer: Optimizer, params: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+            ) -> list[dict[str, Any]] | None:
+    """The states as the update sees them when they are stored compactly (:mod:`ravine.engine.compact`), else
+    None. :func:`encoded` stores them back after the update."""
+    storage = optimizer.state_storage(params[0], group)
+    if storage is None:
+        return None
+    dtype = optimizer.compute_dtype(params[0], group)
+    skip = optimizer.unencoded_state
+    return [compact.decode(s, p.shape, dtype, skip) for p, s in zip(params, states, strict=True)]
+
+
+def encoded(optimizer: Optimizer, params: list[Tensor], works: list[dict[str, Any]], states: list[dict[str, Any]],
+            group: dict[str, Any], hp: Hyper) -> None:
+    storage = optimizer.state_storage(params[0], group)
+    for p, work, state in zip(params, works, states, strict=True):
+        compact.encode(work, state, storage, p.shape, optimizer.nonnegative_state, optimizer.unencoded_state,
+                       hp.state_seed)
+
+
 def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
     """One step of ``update`` for a TensorList batch (elementwise math): every ``update`` call covers the batch."""
-    states = states_of(optimizer, params)
+    stored = states_of(optimizer, params)
+    works = decoded(optimizer, params, stored, group)
+    states = stored if works is None else works
     fresh = [i for i, state in enumerate(states) if not state]  # state the update may create (SGD's buffer)
     grads = [p.grad for p in params]
     if group["maximize"]:
@@ -169,8 +192,10 @@ def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: H
     optimizer.update(TensorList(work), TensorList(g_work), views, hp)
     if dtype != first.dtype:
         torch._foreach_copy_(params, work)
+    if works is not None:
+        encoded(optimizer, params, works, stored, group, hp)
     if fresh:
-        keep_created_state(optimizer, [params[i] for i in fresh], [states[i] for i in fresh])
+        keep_created_state(optimizer, [params[i] for i in fresh], [stored[i] for i in fresh])
 
 
 def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
@@ -185,10 +210,20 @@ def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], 
     counter = optimizer.step_counter
     update = optimizer.update
     step_scalars = optimizer.step_scalars if "step_scalars" in optimizer.overrides else None
-    plans: dict[torch.dtype, tuple[torch.dtype, bool]] = {}  # parameter dtype -> (compute dtype, complex?)
+    # parameter dtype -> (compute dtype, complex?, compact storage)
+    plans: dict[torch.dtype, tuple[torch.dtype, bool, str | None]] = {}
     for p in params:
         stored = all_states.get(p)
         state = {} if stored is None else stored
+        own = p.dtype
+        plan = plans.get(own)
+        if plan is None:
+            plan = plans[own] = (optimizer.compute_dtype(p, group), own.is_complex,
+                                 optimizer.state_storage(p, group))
+        dtype, is_complex, storage = plan
+        if storage is not None:
+            stored = state
+            state = compact.decode(stored, p.shape, dtype, optimizer.unencoded_state)
         grad = p.grad
         if maximize:
             grad = -grad
@@ -196,11 +231,6 @@ def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], 
             step = state["step"]
             step += 1
             hp.step = step.item()
-        own = p.dtype
-        plan = plans.get(own)
-        if plan is None:
-            plan = plans[own] = (optimizer.compute_dtype(p, group), own.is_complex)
-        dtype, is_complex = plan
         view = StateView([state], is_complex=True, batched=False) if is_complex else TensorState(state)
         if step_scalars is not None:
             for key, value in step_scalars(view, hp).items():
@@ -213,7 +243,12 @@ def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], 
             update(real_view(p), real_view(grad), view, hp)
         else:
             update(p, grad, view, hp)
-        if stored is None and state:  # created by the update (SGD's momentum buffer)
+        if storage is not None:
+            compact.encode(state, stored, storage, p.shape, optimizer.nonnegative_state,
+                           optimizer.unencoded_state, hp.state_seed)
+            if stored and all_states.get(p) is not stored:
+                all_states[p] = stored
+        elif stored is None and state:  # created by the update (SGD's momentum buffer)
             all_states[p] = state
 
 
@@ -223,7 +258,9 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
     Parameters, gradients and state shaped like their parameter are stacked; per-parameter scalars (0-d state
     of a non-0-d parameter) are shared by the batch. Results are written back to each tensor.
     """
-    states = states_of(optimizer, params)
+    stored = states_of(optimizer, params)
+    works = decoded(optimizer, params, stored, group)
+    states = stored if works is None else works
     grads = [p.grad for p in params]
     dtype = optimizer.compute_dtype(params[0], group)
     g = torch.stack(grads).to(dtype)
@@ -247,7 +284,9 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
                 state[key].copy_(value[i])
             else:  # created by the update on this step
                 state[key] = value[i].clone()
-    keep_created_state(optimizer, params, states)
+    if works is not None:
+        encoded(optimizer, params, works, stored, group, hp)
+    keep_created_state(optimizer, params, stored)
 
 
 def run_differentiable(optimizer: Optimizer, p: Tensor, group: dict[str, Any], hp: Hyper) -> None:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ravine.engine import eager
+from ravine.engine import compact, eager
 from ravine.engine.averaging import Fold
-from ravine.engine.flat import FlatGroup
+from ravine.engine.flat import FlatGroup, SegmentLayout, segment_layout
 from ravine.engine.tracing import compiled_update
 from ravine.engine.views import Hyper, StateView
 
@@ -64,6 +64,7 @@ class FusedRunner:
         self.plans: dict[int, tuple[tuple[int, ...], list[FlatGroup]]] = {}
         self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
         self.folded: set[int] = set()  # parameters whose average this step's kernels updated
+        self.layouts: dict[int, SegmentLayout] = {}  # single-tensor layouts of run_each, by size
 
     def step(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
         """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor.
@@ -92,6 +93,10 @@ class FusedRunner:
                 self.seen.update(id(p) for p in batch)
                 flats = []
                 continue
+            if opt.state_storage(batch[0], group) == "int8":  # blocks belong to a tensor: one kernel each
+                self.run_each(batch, group, hp)
+                flats = []
+                continue
             flat = self._flat_group(batch)
             self._run(flat, group, hp)
             flats.append(flat)
@@ -112,6 +117,32 @@ class FusedRunner:
                                                      count_steps=opt.step_counter)
         return flat
 
+    def run_each(self, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
+        """The compiled step over one tensor at a time (one graph serves every size): for state kept in 8-bit
+        blocks, which belong to their tensor. Parameters keep their own storage."""
+        opt = self.optimizer
+        eager.unscale(params, opt._inv_scale)
+        skip = opt.unencoded_state
+        reductions = opt.needs_reductions(group)
+        for p in params:
+            state = opt.state[p]
+            if opt.step_counter:
+                hp.step = state["step"].item() + 1
+            extra = {**hp.extra, **opt.step_scalars(StateView([state], is_complex=False, batched=False), hp)}
+            quantized = {k: (v, state[k + compact.ABSMAX]) for k, v in state.items()
+                         if compact.is_quantized(state, k)}
+            maxima = {k + compact.ABSMAX for k in quantized}
+            plain = {k: v.view(-1) for k, v in state.items() if k not in skip and k not in quantized
+                     and k not in maxima and torch.is_tensor(v) and v.shape == p.shape}
+            layout = None
+            if reductions:
+                layout = self.layouts.get(p.numel())
+                if layout is None:
+                    layout = self.layouts[p.numel()] = segment_layout([p.numel()], p.device)
+            self._compiled(p.view(-1), p.grad.view(-1), plain, group, hp, extra, layout, quantized=quantized)
+            if opt.step_counter:
+                state["step"] += 1
+
     def _run(self, flat: FlatGroup, group: dict[str, Any], hp: Hyper) -> None:
         opt = self.optimizer
         params, states = flat.params, flat.states
@@ -126,20 +157,33 @@ class FusedRunner:
         extra = {**hp.extra, **opt.step_scalars(StateView(states, is_complex=False, batched=True), hp)}
         if average is not None:
             extra["average_weight"] = fold.weight
-        # Scalar arithmetic (bias corrections, lr/bc) in float64, as the eager paths do it in Python floats.
-        device = params[0].device
-        scalar_type = torch.float32 if device.type == "mps" else torch.float64
-        scalars, statics, flags = self._hyper(group, hp.step, extra, device, scalar_type)
-        statics["compute_dtype"] = str(opt.compute_dtype(params[0], group)).removeprefix("torch.")
-        if average is not None:
-            statics["average_write_back"] = fold.write_back
-        with torch._dynamo.config.patch(recompile_limit=128):
-            compiled_update()(
-                type(opt).update, opt, flat.param_buffer, flat.grad_buffer, flat.state_buffers,
-                scalars, statics, flags, flat.layout() if opt.needs_reductions(group) else None, average,
-            )
+        self._compiled(flat.param_buffer, flat.grad_buffer, flat.state_buffers, group, hp, extra,
+                       flat.layout() if opt.needs_reductions(group) else None, average,
+                       write_back=fold is not None and fold.write_back)
         if flat.steps is not None:  # counted only once the step has run
             flat.steps.add_(1)
+
+    def _compiled(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], group: dict[str, Any], hp: Hyper,
+                  extra: dict[str, Any], layout: SegmentLayout | None, average: Tensor | None = None, *,
+                  write_back: bool = False, quantized: dict[str, tuple[Tensor, Tensor]] | None = None) -> None:
+        """Call the compiled step with this group's hyperparameters as cached tensors."""
+        opt = self.optimizer
+        storage = opt.state_storage(param, group)
+        if storage is not None:
+            extra = {**extra, "state_seed": hp.state_seed}
+        # Scalar arithmetic (bias corrections, lr/bc) in float64, as the eager paths do it in Python floats.
+        device = param.device
+        scalar_type = torch.float32 if device.type == "mps" else torch.float64
+        scalars, statics, flags = self._hyper(group, hp.step, extra, device, scalar_type)
+        statics["compute_dtype"] = str(opt.compute_dtype(param, group)).removeprefix("torch.")
+        if storage is not None:
+            statics["state_storage"] = storage
+            statics["nonnegative_state"] = opt.nonnegative_state
+        if average is not None:
+            statics["average_write_back"] = write_back
+        with torch._dynamo.config.patch(recompile_limit=128):
+            compiled_update()(type(opt).update, opt, param, grad, state, scalars, statics, flags, layout, average,
+                              quantized)
 
     def _hyper(
         self, group: dict[str, Any], step: float | None, extra: dict[str, Any], device: torch.device,

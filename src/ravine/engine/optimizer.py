@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from ravine.engine import eager, sharded
+from ravine.engine import compact, eager, sharded
 from ravine.engine.averaging import Fold, lerp_averages
 from ravine.engine.eager_only import eager_only
 from ravine.engine.fused import ENGINE_KEYS, FusedRunner, compile_unavailable_reason
@@ -99,6 +99,8 @@ class Optimizer(torch.optim.Optimizer):
       :meth:`step_scalars`; never flattened into fused buffers.
     * ``eager_state`` — create state at construction rather than at the first step (torch's Adagrad).
     * ``supports_sparse`` — accept sparse gradients (they always take the per-tensor path).
+    * ``nonnegative_state`` — state keys that never hold negative values (second moments): with
+      ``state_dtype="int8"`` they are stored in the square-root domain, unsigned (:mod:`ravine.engine.compact`).
     * ``modifier_points`` — the points of the update that modifiers may change (``"update"``: the step
       direction, for ``cautious=True``; ``"momentum"``: the bias-corrected first moment, for AdEMAMix's
       ``ademamix_alpha``); see :mod:`ravine.engine.modifiers`. The update calls them there.
@@ -107,9 +109,12 @@ class Optimizer(torch.optim.Optimizer):
 
     * ``skip_nonfinite`` (default False) — if any gradient of the step holds NaN or Inf, change no parameter
       and no state, add one to ``skipped_steps`` and warn once with the parameters' names.
-    * ``state_dtype`` (default None) — dtype of floating state: None means float32 for bfloat16/float16
+    * ``state_dtype`` (default None) — how floating state is stored. None: float32 for bfloat16/float16
       parameters (whose update is then computed in float32 and rounded once) and the parameter's dtype
-      otherwise. Loading a checkpoint keeps this dtype instead of casting state to the parameter's.
+      otherwise. A narrower float (``torch.bfloat16``): stored in it, stochastically rounded, while the update
+      still computes in float32. ``"int8"``: blockwise 8-bit (:mod:`ravine.engine.compact`). A wider float
+      (float64 for float32 parameters): stored and computed in it. Loading a checkpoint keeps this storage
+      instead of casting state to the parameter's dtype.
     """
 
     kind: ClassVar[MathKind] = "elementwise"
@@ -121,6 +126,7 @@ class Optimizer(torch.optim.Optimizer):
     batched_update: ClassVar[bool] = False
     reductions: ClassVar[bool] = False
     modifier_points: ClassVar[tuple[str, ...]] = ()
+    nonnegative_state: ClassVar[tuple[str, ...]] = ()
     overrides: ClassVar[frozenset[str]] = frozenset()  # per-parameter hooks a subclass defines (set for it)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -204,6 +210,9 @@ class Optimizer(torch.optim.Optimizer):
             if group.get("foreach"):
                 raise ValueError(f"{name}(differentiable=True) runs per tensor under autograd: leave foreach "
                                  "unset or False")
+            if group.get("state_dtype") is not None:
+                raise ValueError(f"{name}(differentiable=True) keeps its state as autograd computes it: leave "
+                                 f"state_dtype unset (got {group['state_dtype']!r})")
         for flag, path in (("fused", "fused"), ("foreach", "multi-tensor")):
             if group.get(flag) and path not in paths:
                 raise ValueError(
@@ -293,16 +302,33 @@ class Optimizer(torch.optim.Optimizer):
 
     @staticmethod
     def compute_dtype(p: Tensor, group: dict[str, Any]) -> torch.dtype:
-        """The dtype of ``p``'s floating state and of its update arithmetic, on every path.
+        """The dtype of ``p``'s update arithmetic (and of its state, unless :meth:`state_storage` says it is
+        stored narrower), on every path.
 
-        ``state_dtype`` when the group sets one; float32 for bfloat16/float16 parameters (computed in float32,
-        rounded once into the parameter); the parameter's own dtype otherwise.
+        float32 for bfloat16/float16 parameters (computed in float32, rounded once into the parameter); the
+        parameter's own dtype otherwise; a floating ``state_dtype`` wider than that (float64 state for float32
+        parameters) computes in the state's dtype.
         """
         if not p.is_floating_point():
             return p.dtype
-        if group.get("state_dtype") is not None:
-            return getattr(torch, group["state_dtype"])
-        return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+        base = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+        name = group.get("state_dtype")
+        if name is None or name == "int8":
+            return base
+        wanted = getattr(torch, name)
+        return wanted if wanted.itemsize > base.itemsize else base
+
+    @classmethod
+    def state_storage(cls, p: Tensor, group: dict[str, Any]) -> str | None:
+        """How ``p``'s floating state is kept between steps when narrower than its compute dtype: ``"int8"``
+        (blockwise 8-bit), the name of a narrow float (``"bfloat16"``: stochastically rounded), or None (kept in
+        the compute dtype). See :mod:`ravine.engine.compact`."""
+        name = group.get("state_dtype")
+        if name is None or not p.is_floating_point():
+            return None
+        if name == "int8":
+            return name
+        return name if getattr(torch, name).itemsize < cls.compute_dtype(p, group).itemsize else None
 
     def _new_state(self, p: Tensor, hp: Hyper, group: dict[str, Any]) -> dict[str, Tensor]:
         state: dict[str, Tensor] = {}
@@ -312,7 +338,18 @@ class Optimizer(torch.optim.Optimizer):
         dtype = self.compute_dtype(p, group)
         like = p if dtype == p.dtype else p.detach().to(dtype)  # state may start from p's values (Schedule-Free)
         state.update(self.init_state(like, hp))
+        storage = self.state_storage(p, group)
+        if storage is not None:
+            stored: dict[str, Tensor] = {}
+            compact.encode(state, stored, storage, p.shape, self.nonnegative_state, self.unencoded_state,
+                           seed=0)
+            return stored
         return state
+
+    @property
+    def unencoded_state(self) -> tuple[str, ...]:
+        """State keys never stored compactly: the step counter and per-parameter scalars."""
+        return ("step", *self.scalar_state)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         """torch's loading, except that floating state keeps this optimizer's state dtype.
@@ -327,9 +364,31 @@ class Optimizer(torch.optim.Optimizer):
         for saved_id, (p, group) in zip(saved_ids, params, strict=False):
             dtype = self.compute_dtype(p, group)
             saved = state_dict["state"].get(saved_id, {})
+            storage = self.state_storage(p, group)
+            if storage is not None or any(compact.is_quantized(saved, key) for key in saved):
+                self.state[p] = self._compact_loaded(p, saved, storage, dtype)
+                continue
             for key, value in saved.items():
                 if key != "step" and torch.is_tensor(value) and value.is_floating_point() and dtype != p.dtype:
                     self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
+
+    def _compact_loaded(self, p: Tensor, saved: dict[str, Any], storage: str | None,
+                        dtype: torch.dtype) -> dict[str, Any]:
+        """A loaded state in this optimizer's storage: bit for bit when the checkpoint already holds it,
+        otherwise decoded and encoded again (a float32 checkpoint resumed with ``state_dtype="int8"``)."""
+        skip = self.unencoded_state
+        loaded = {key: value.to(p.device, copy=True) if torch.is_tensor(value) and key not in skip else value
+                  for key, value in saved.items()}
+        if "step" in saved:
+            loaded["step"] = self.state[p]["step"]  # placed and typed by torch's rules
+        if storage is not None and compact.storage_matches(loaded, storage, skip):
+            return loaded
+        work = compact.decode(loaded, p.shape, dtype, skip)
+        if storage is None:
+            return work
+        stored: dict[str, Any] = {}
+        compact.encode(work, stored, storage, p.shape, self.nonnegative_state, skip, seed=0)
+        return stored
 
     @eager_only  # a compiled training step calls this eagerly; fused=True is the compiled path
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -386,6 +445,31 @@ class Optimizer(torch.optim.Optimizer):
             lerp_averages([fold.averages[p] for p in rest], rest, fold.weight, fold.write_back)
         return loss
 
+    @staticmethod
+    def _state_seed(loaded_group: dict[str, Any], group: ChainMap[str, Any]) -> int:
+        """The step number stochastic rounding of narrow-float state hashes (saved with the group, so a resumed
+        run rounds as the uninterrupted one); 0 where nothing is rounded stochastically."""
+        name = group["state_dtype"]
+        if name is None or name == "int8":
+            return 0
+        loaded_group["state_rounding_step"] = loaded_group.get("state_rounding_step", 0) + 1
+        return loaded_group["state_rounding_step"]
+
+    def _check_storage(self, p: Tensor, group: ChainMap[str, Any]) -> None:
+        """Refuse parameters whose state cannot be stored compactly (yet), naming the option."""
+        storage = self.state_storage(p, group)
+        if storage is None:
+            return
+        reason = None
+        if p.is_complex():
+            reason = "complex parameters"
+        elif type(p) not in (Tensor, torch.nn.Parameter):
+            reason = f"{type(p).__name__} parameters (FSDP2 shards)"
+        if reason is not None:
+            raise ValueError(f"{type(self).__name__}(state_dtype={group['state_dtype']!r}) stores state "
+                             f"compactly, which does not support {reason}: leave state_dtype unset for them (a "
+                             "parameter group of their own)")
+
     def _skip_nonfinite_step(self) -> bool:
         """True (and the skip counted) when any gradient holds NaN or Inf. One host sync on this path."""
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
@@ -431,11 +515,13 @@ class Optimizer(torch.optim.Optimizer):
         for key, value in per_group.items():
             setattr(hp, key, value)
         hp.extra = per_group
+        hp.state_seed = self._state_seed(loaded_group, group)
         has_sparse = False
-        checks = "check_param" in self.overrides
+        checks = "check_param" in self.overrides or group["state_dtype"] is not None
         for p in params:
             if checks or p.grad.is_sparse:  # the base check refuses only sparse gradients
                 self.check_param(p)
+                self._check_storage(p, group)
                 has_sparse = has_sparse or p.grad.is_sparse
             if not self.state.get(p):
                 new_state = self._new_state(p, hp, group)

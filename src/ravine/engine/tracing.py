@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.engine import compact
 from ravine.engine.flat import BLOCK, SegmentLayout
 
 
@@ -416,6 +417,7 @@ def fused_update(
     flags: dict[str, bool],
     layout: SegmentLayout | None = None,
     average: Tensor | None = None,
+    quantized: dict[str, tuple[Tensor, Tensor]] | None = None,
 ) -> None:
     """One step of ``update`` over a group's flat buffers; the function ``torch.compile`` compiles.
 
@@ -424,10 +426,24 @@ def fused_update(
     wrapper's flat buffer of weight averages (:mod:`ravine.engine.averaging`), moved towards the new parameters
     by ``scalars["average_weight"]`` in the same kernel, and written back into them with
     ``statics["average_write_back"]``.
+
+    Compact state (:mod:`ravine.engine.compact`) is decoded here and stored back after the update:
+    ``statics["state_storage"]`` names a narrow float the ``state`` buffers hold (rounded with
+    ``scalars["state_seed"]``), and ``quantized`` maps other keys to their 8-bit codes and block maxima (one
+    tensor per call, since blocks belong to a tensor).
     """
     compute_dtype = getattr(torch, statics.pop("compute_dtype"))
     weight = scalars.pop("average_weight", None)
     write_back = statics.pop("average_write_back", False)
+    storage = statics.pop("state_storage", None)
+    nonnegative = statics.pop("nonnegative_state", ())
+    seed = scalars.pop("state_seed", None)
+    stored = state
+    state = dict(state)
+    if storage is not None and storage != "int8":
+        state = {key: buffer.to(compute_dtype) for key, buffer in stored.items()}
+    for key, (codes, absmax) in (quantized or {}).items():
+        state[key] = compact.dequantize(codes, absmax, param.shape)
     work = param if param.dtype == compute_dtype else param.to(compute_dtype)
     # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
     g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
@@ -436,6 +452,14 @@ def fused_update(
            FusedHyper(scalars, statics, flags))
     if work is not param:
         param.copy_(work)
+    if storage is not None and storage != "int8":
+        step_seed = seed.to(torch.int64) * 65536
+        for key, buffer in stored.items():
+            buffer.copy_(compact.round_to(state[key], buffer.dtype, step_seed + compact.key_seed(key)))
+    for key, (codes, absmax) in (quantized or {}).items():
+        new_codes, new_absmax = compact.quantize(state[key], nonnegative=key in nonnegative, blocks=codes.shape[0])
+        codes.copy_(new_codes)
+        absmax.copy_(new_absmax)
     if average is not None:  # as lerp_averages does it: from the rounded parameter, in the average's dtype
         average.lerp_(param.to(average.dtype), weight.to(average.dtype))
         if write_back:

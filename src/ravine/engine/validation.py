@@ -92,12 +92,16 @@ def check_fused_flags(foreach: bool | None, fused: bool | None) -> None:
 
 
 def check_state_dtype(state_dtype: Any) -> str | None:
-    """None, or a floating dtype (``torch.float32`` or ``"float32"``); returned as its name for the groups."""
+    """None, a floating dtype (``torch.bfloat16`` or ``"bfloat16"``) or ``"int8"``; returned as a name for the
+    groups."""
     if state_dtype is None:
         return None
     name = str(state_dtype).removeprefix("torch.")
+    if name == "int8":
+        return name
     if not isinstance(getattr(torch, name, None), torch.dtype) or not getattr(torch, name).is_floating_point:
-        raise ValueError(f"Invalid state_dtype: {state_dtype!r} (state_dtype must be None or a floating dtype)")
+        raise ValueError(f"Invalid state_dtype: {state_dtype!r} (state_dtype must be None, a floating dtype "
+                         "such as torch.bfloat16, or 'int8')")
     return name
 
 
