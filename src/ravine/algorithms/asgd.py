@@ -30,6 +30,8 @@ class ASGD(Optimizer):
     parameter's device, as in torch.
     """
 
+    precise_state = ("ax",)  # the averaged parameters: never stored compactly
+
     step_counter = True
     step_on_param_device = True
     scalar_state = ("eta", "mu")

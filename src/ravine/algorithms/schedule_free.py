@@ -49,6 +49,7 @@ class ScheduleFree(Optimizer):
     """
 
     nonnegative_state = ("exp_avg_sq",)
+    precise_state = ("z",)  # an iterate, not a statistic: never stored compactly
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         super().__init__(params, {**defaults, **GROUP_COUNTERS})

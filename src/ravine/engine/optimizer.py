@@ -101,6 +101,8 @@ class Optimizer(torch.optim.Optimizer):
     * ``supports_sparse`` — accept sparse gradients (they always take the per-tensor path).
     * ``nonnegative_state`` — state keys that never hold negative values (second moments): with
       ``state_dtype="int8"`` they are stored in the square-root domain, unsigned (:mod:`ravine.engine.compact`).
+    * ``precise_state`` — state keys that are iterates or averages of the weights, not statistics
+      (Schedule-Free's ``z``, ASGD's ``ax``): always kept in the compute dtype, whatever ``state_dtype`` says.
     * ``modifier_points`` — the points of the update that modifiers may change (``"update"``: the step
       direction, for ``cautious=True``; ``"momentum"``: the bias-corrected first moment, for AdEMAMix's
       ``ademamix_alpha``); see :mod:`ravine.engine.modifiers`. The update calls them there.
@@ -127,6 +129,7 @@ class Optimizer(torch.optim.Optimizer):
     reductions: ClassVar[bool] = False
     modifier_points: ClassVar[tuple[str, ...]] = ()
     nonnegative_state: ClassVar[tuple[str, ...]] = ()
+    precise_state: ClassVar[tuple[str, ...]] = ()
     overrides: ClassVar[frozenset[str]] = frozenset()  # per-parameter hooks a subclass defines (set for it)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -324,9 +327,9 @@ class Optimizer(torch.optim.Optimizer):
         (blockwise 8-bit), the name of a narrow float (``"bfloat16"``: stochastically rounded), or None (kept in
         the compute dtype). See :mod:`ravine.engine.compact`."""
         name = group.get("state_dtype")
-        if name is None or not p.is_floating_point():
+        if name is None or not (p.is_floating_point() or p.is_complex()):
             return None
-        if name == "int8":
+        if name == "int8" or p.is_complex():  # complex: refused by _check_storage, never silently full size
             return name
         return name if getattr(torch, name).itemsize < cls.compute_dtype(p, group).itemsize else None
 
@@ -348,8 +351,8 @@ class Optimizer(torch.optim.Optimizer):
 
     @property
     def unencoded_state(self) -> tuple[str, ...]:
-        """State keys never stored compactly: the step counter and per-parameter scalars."""
-        return ("step", *self.scalar_state)
+        """State keys never stored compactly: the step counter, per-parameter scalars and precise state."""
+        return ("step", *self.scalar_state, *self.precise_state)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         """torch's loading, except that floating state keeps this optimizer's state dtype.
