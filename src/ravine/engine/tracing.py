@@ -443,7 +443,7 @@ def fused_update(
     if storage is not None and storage != "int8":
         state = {key: buffer.to(compute_dtype) for key, buffer in stored.items()}
     for key, (codes, absmax) in (quantized or {}).items():
-        state[key] = compact.dequantize(codes, absmax, param.shape)
+        state[key] = materialize(compact.dequantize(codes, absmax, param.shape))
     work = param if param.dtype == compute_dtype else param.to(compute_dtype)
     # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
     g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
@@ -457,7 +457,8 @@ def fused_update(
         for key, buffer in stored.items():
             buffer.copy_(compact.round_to(state[key], buffer.dtype, step_seed + compact.key_seed(key)))
     for key, (codes, absmax) in (quantized or {}).items():
-        new_codes, new_absmax = compact.quantize(state[key], nonnegative=key in nonnegative, blocks=codes.shape[0])
+        new_codes, new_absmax = compact.quantize(materialize(state[key]), nonnegative=key in nonnegative,
+                                                 blocks=codes.shape[0])
         codes.copy_(new_codes)
         absmax.copy_(new_absmax)
     if average is not None:  # as lerp_averages does it: from the rounded parameter, in the average's dtype
