@@ -65,10 +65,7 @@ class Lookahead(WeightAverages):
     @eager_only
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One fast step; every k-th call also pulls the slow weights towards the fast ones and resets θ."""
-        self._adopt_loaded_averages()
-        for p in self._params():
-            if p not in self.averages:
-                self.averages[p] = p.detach().clone()  # φ₀ = θ₀ (before the first inner step)
+        self._before_step()
         sync = (self.steps_taken + 1) % self.k == 0
         loss, taken, folded = self._inner_step(closure, self.alpha if sync else None, write_back=True)
         if not taken:
@@ -77,6 +74,14 @@ class Lookahead(WeightAverages):
         if sync and not folded:
             self.synchronize()
         return loss
+
+    def _before_step(self) -> None:
+        """φ₀ = θ₀ for parameters without slow weights, before their first inner update (which, with
+        ``step_in_backward``, begins inside backward: the inner optimizer calls this then)."""
+        self._adopt_loaded_averages()
+        for p in self._params():
+            if p not in self.averages:
+                self.averages[p] = p.detach().clone()
 
     def synchronize(self) -> None:
         """φ ← φ + α·(θ − φ); θ ← φ, for every parameter (multi-tensor per device, dtype and layout).

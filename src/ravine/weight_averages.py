@@ -40,6 +40,15 @@ class WeightAverages(torch.optim.Optimizer):
         for group in optimizer.param_groups:
             group.setdefault(self.counter_key, 0)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        inner = state.get("optimizer")
+        if isinstance(inner, Optimizer):  # with step_in_backward the update starts inside backward
+            inner._backward.on_start.append(self._before_step)
+
+    def _before_step(self) -> None:
+        """What must happen before the inner optimizer's update begins (default: nothing)."""
+
     def __getstate__(self) -> dict[str, Any]:
         keys = ("optimizer", "defaults", "averages", *self.options)
         return {key: self.__dict__[key] for key in keys}

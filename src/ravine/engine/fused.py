@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 # Group entries that choose how the engine runs, not what the algorithm computes.
 ENGINE_KEYS = frozenset({"params", "param_names", "foreach", "fused", "skip_nonfinite", "state_dtype",
-                         "skipped_steps", "initial_lr"})
+                         "skipped_steps", "initial_lr", "step_in_backward", "clip_in_backward",
+                         "previous_grad_norm", "state_rounding_step"})
 
 
 # ---- availability -----------------------------------------------------------------------------------
@@ -117,12 +118,26 @@ class FusedRunner:
                                                      count_steps=opt.step_counter)
         return flat
 
+    def step_one(self, p: Tensor, group: dict[str, Any], hp: Hyper) -> None:
+        """One parameter's compiled step (step in backward); a first step that creates state, or an odd tensor,
+        runs per tensor."""
+        opt = self.optimizer
+        lazy = opt.creates_state_in_update(hp)
+        plain = type(p) in (Tensor, torch.nn.Parameter) and p.is_floating_point()
+        if (not plain or not p.is_contiguous() or not p.grad.is_contiguous()
+                or (lazy and id(p) not in self.seen and not opt.state.get(p))):
+            eager.unscale([p], opt._inv_scale)
+            eager.run_each(opt, [p], group, hp)
+            self.seen.add(id(p))
+            return
+        self.run_each([p], group, hp)
+
     def run_each(self, params: list[Tensor], group: dict[str, Any], hp: Hyper) -> None:
         """The compiled step over one tensor at a time (one graph serves every size): for state kept in 8-bit
         blocks, which belong to their tensor. Parameters keep their own storage."""
         opt = self.optimizer
         eager.unscale(params, opt._inv_scale)
-        skip = opt.unencoded_state
+        skip = ("step", *opt.scalar_state)  # not flattened: the counter and per-parameter scalars
         reductions = opt.needs_reductions(group)
         for p in params:
             state = opt.state[p]
@@ -139,7 +154,8 @@ class FusedRunner:
                 layout = self.layouts.get(p.numel())
                 if layout is None:
                     layout = self.layouts[p.numel()] = segment_layout([p.numel()], p.device)
-            self._compiled(p.view(-1), p.grad.view(-1), plain, group, hp, extra, layout, quantized=quantized)
+            self._compiled(p.view(-1), p.grad.view(-1), plain, group, hp, extra, layout,
+                           quantized=quantized or None)
             if opt.step_counter:
                 state["step"] += 1
 

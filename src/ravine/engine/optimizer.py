@@ -18,6 +18,7 @@ per tensor or multi-tensor) or the fused runner (:mod:`ravine.engine.fused`). Ho
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -34,6 +35,7 @@ from ravine.engine import compact, eager, sharded
 from ravine.engine.averaging import Fold, lerp_averages
 from ravine.engine.eager_only import eager_only
 from ravine.engine.fused import ENGINE_KEYS, FusedRunner, compile_unavailable_reason
+from ravine.engine.in_backward import InBackward, check_clip, update_one
 from ravine.engine.modifiers import MODIFIER_OPTIONS, check_modifier_options, modifiers_reduce, supported_options
 from ravine.engine.tensorlist import Maths
 from ravine.engine.validation import check_fused_flags, check_state_dtype
@@ -49,7 +51,7 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 # How the engine runs any algorithm, accepted by every optimizer's constructor (see Optimizer.__init_subclass__).
 ENGINE_FLAGS: dict[str, Any] = {
     "maximize": False, "foreach": None, "fused": None, "skip_nonfinite": False, "state_dtype": None,
-    "differentiable": False,
+    "differentiable": False, "step_in_backward": False, "clip_in_backward": None,
 }
 
 # What an algorithm's math needs, and the paths that can run such math correctly.
@@ -169,10 +171,13 @@ class Optimizer(torch.optim.Optimizer):
         check_fused_flags(defaults["foreach"], defaults["fused"])
         self._fused = FusedRunner(self)
         self._fold: Fold | None = None
+        self._backward = InBackward(self)
         super().__init__(params, defaults)
         # torch's GradScaler contract for fused optimizers: it sets grad_scale/found_inf and calls step();
         # the fused kernel unscales as it reads the gradients instead of a separate pass.
-        self._step_supports_amp_scaling = any(group["fused"] for group in self.param_groups)
+        # With step_in_backward the flag makes GradScaler hand its scale to step(), which refuses it.
+        self._step_supports_amp_scaling = any(group["fused"] or group["step_in_backward"]
+                                              for group in self.param_groups)
         self._inv_scale: Tensor | None = None
         if self.eager_state:
             for group in self.param_groups:
@@ -216,6 +221,10 @@ class Optimizer(torch.optim.Optimizer):
             if group.get("state_dtype") is not None:
                 raise ValueError(f"{name}(differentiable=True) keeps its state as autograd computes it: leave "
                                  f"state_dtype unset (got {group['state_dtype']!r})")
+        if group.get("step_in_backward") or group.get("clip_in_backward") is not None:
+            self._check_step_in_backward(group, kind)
+            if group.get("step_in_backward"):
+                self._backward.attach(group["params"])
         for flag, path in (("fused", "fused"), ("foreach", "multi-tensor")):
             if group.get(flag) and path not in paths:
                 raise ValueError(
@@ -227,6 +236,31 @@ class Optimizer(torch.optim.Optimizer):
                 reason = compile_unavailable_reason(device)
                 if reason is not None:
                     raise RuntimeError(f"{name}(fused=True) is not available: {reason}")
+
+    def _check_step_in_backward(self, group: dict[str, Any], kind: str) -> None:
+        name = type(self).__name__
+        check_clip(group.get("clip_in_backward"), bool(group.get("step_in_backward")))
+        refusals = {
+            "closure": kind == "closure" and f"{name}'s step drives its own loop over every gradient",
+            "skip_nonfinite=True": bool(group.get("skip_nonfinite"))
+            and "skipping a step needs every gradient checked before any parameter changes",
+            "differentiable=True": bool(group.get("differentiable")) and "the step must run under autograd",
+        }
+        for option, reason in refusals.items():
+            if reason:
+                raise ValueError(f"{name}(step_in_backward=True) cannot be combined with {option}: {reason} "
+                                 "(step_in_backward updates each parameter as soon as its gradient exists)")
+
+    def accumulating(self) -> contextlib.AbstractContextManager[None]:
+        """With ``step_in_backward=True``: a backward inside this context only accumulates gradients; the
+        backward of the last micro-batch, outside it, updates the parameters::
+
+            for i, batch in enumerate(micro_batches):
+                with optimizer.accumulating() if i < len(micro_batches) - 1 else contextlib.nullcontext():
+                    loss_fn(model(batch)).backward()
+            optimizer.step()
+        """
+        return self._backward.accumulate()
 
     # ---- what a subclass defines -------------------------------------------------------------------
     def init_state(self, p: Tensor, hp: Hyper) -> dict[str, Tensor]:
@@ -279,8 +313,13 @@ class Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self._fused = FusedRunner(self)  # flat buffers and compiled-step caches are rebuilt after unpickling
         self._fold = None
+        self._backward = InBackward(self)
+        for group in self.param_groups:
+            if group.get("step_in_backward"):
+                self._backward.attach(group["params"])
         self._inv_scale = None
-        self._step_supports_amp_scaling = any(group.get("fused") for group in self.param_groups)
+        self._step_supports_amp_scaling = any(group.get("fused") or group.get("step_in_backward")
+                                              for group in self.param_groups)
         # Groups saved by torch.optim or by an older ravine may lack options this class has: they are read
         # through the defaults (options()), never written into the groups, so a state dict saves as it loaded.
         if not self.step_counter:
@@ -432,6 +471,11 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        in_backward = any(group.get("step_in_backward") for group in self.param_groups)
+        if in_backward and getattr(self, "grad_scale", None) is not None:
+            raise RuntimeError(f"{type(self).__name__}(step_in_backward=True) cannot be used with GradScaler: the "
+                               "parameters were already updated during backward, before the scaler could check "
+                               "the gradients for overflow (use bfloat16 autocast, which needs no scaler)")
         found_inf = getattr(self, "found_inf", None)  # set by GradScaler when _step_supports_amp_scaling
         if found_inf is not None and bool(found_inf.sum().item()):
             return loss  # overflow: no parameter, state or step count changes
@@ -442,11 +486,35 @@ class Optimizer(torch.optim.Optimizer):
             return loss
         for group in self.param_groups:
             self._step_group(group)
+        self._backward.finish_step(self)
         self._inv_scale = None
         if fold is not None:  # the averages the fused kernels did not take care of
             rest = [p for p in fold.averages if id(p) not in self._fused.folded]
             lerp_averages([fold.averages[p] for p in rest], rest, fold.weight, fold.write_back)
         return loss
+
+    def _group_hyper(self, loaded_group: dict[str, Any], group: ChainMap[str, Any],
+                     per_group: dict[str, Any] | None = None) -> Hyper:
+        """A group's hyperparameters for this step, with its once-per-step values (group_scalars)."""
+        if per_group is None:
+            per_group = self.group_scalars(group)
+        self.check_group(group, at_step=True)
+        hp = Hyper(group)
+        for key, value in per_group.items():
+            setattr(hp, key, value)
+        hp.extra = per_group
+        hp.state_seed = self._state_seed(loaded_group, group)
+        return hp
+
+    def _update_one(self, p: Tensor, loaded_group: dict[str, Any], group: ChainMap[str, Any], hp: Hyper) -> None:
+        """One parameter's update, as soon as backward produced its gradient (step_in_backward)."""
+        self.check_param(p)
+        self._check_storage(p, group)
+        if not self.state.get(p):
+            new_state = self._new_state(p, hp, group)
+            if new_state:
+                self.state[p] = new_state
+        update_one(self, p, group, hp)
 
     @staticmethod
     def _state_seed(loaded_group: dict[str, Any], group: ChainMap[str, Any]) -> int:
@@ -510,15 +578,14 @@ class Optimizer(torch.optim.Optimizer):
         """Create missing state, then hand the group to the runner its flags and kind of math call for."""
         group = self.options(loaded_group)
         params = [p for p in group["params"] if p.grad is not None]
-        per_group = self.group_scalars(group)
+        hp = self._backward.hyper.get(id(loaded_group))  # this step began in backward (step_in_backward)
+        if hp is None:
+            per_group = self.group_scalars(group)
+            if not params:
+                return
+            hp = self._group_hyper(loaded_group, group, per_group)
         if not params:
             return
-        self.check_group(group, at_step=True)
-        hp = Hyper(group)
-        for key, value in per_group.items():
-            setattr(hp, key, value)
-        hp.extra = per_group
-        hp.state_seed = self._state_seed(loaded_group, group)
         has_sparse = False
         checks = "check_param" in self.overrides or group["state_dtype"] is not None
         for p in params:
