@@ -129,7 +129,8 @@ def test_clipping_per_tensor_and_by_the_previous_global_norm():
     max_norm = 0.05
     reference, early = _model(), _model()
     first = ravine.SGD(reference.parameters(), lr=0.1)
-    second = ravine.SGD(early.parameters(), lr=0.1, step_in_backward=True, clip_in_backward=("per_tensor", max_norm))
+    second = ravine.SGD(early.parameters(), lr=0.1, step_in_backward=True,
+                        clip_in_backward=("per_tensor", max_norm))
     for batch in _batches(3):
         _loss(reference, batch).backward()
         for p in reference.parameters():

@@ -150,6 +150,16 @@ def advance(optimizer: Optimizer, states: list[dict[str, Any]], hp: Hyper, *, ba
     return views
 
 
+COMPENSATION = "kahan_comp"  # kahan_sum: each low-precision parameter's rounding error, in its own dtype
+
+
+def compensations(states: list[dict[str, Any]]) -> list[Tensor] | None:
+    """The parameters' Kahan compensations (``kahan_sum=True``), or None where they keep none."""
+    if COMPENSATION not in states[0]:
+        return None
+    return [state[COMPENSATION] for state in states]
+
+
 def decoded(optimizer: Optimizer, params: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any]
             ) -> list[dict[str, Any]] | None:
     """The states as the update sees them when they are stored compactly (:mod:`ravine.engine.compact`), else
@@ -183,8 +193,13 @@ def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: H
     is_complex = first.is_complex()
     views = advance(optimizer, states, hp, batched=True, is_complex=is_complex)
     dtype = optimizer.compute_dtype(first, group)
+    comps = None
     if dtype != first.dtype:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once
         work, g_work = [p.to(dtype) for p in params], [g.to(dtype) for g in grads]
+        comps = compensations(states)
+        if comps is not None:
+            for w, c in zip(work, comps, strict=True):
+                w.add_(c)
     elif is_complex:
         work, g_work = [real_view(p) for p in params], [real_view(g) for g in grads]
     else:
@@ -192,6 +207,9 @@ def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: H
     optimizer.update(TensorList(work), TensorList(g_work), views, hp)
     if dtype != first.dtype:
         torch._foreach_copy_(params, work)
+        if comps is not None:
+            for w, p, c in zip(work, params, comps, strict=True):
+                c.copy_(w.sub(p))
     if works is not None:
         encoded(optimizer, params, works, stored, group, hp)
     if fresh:
@@ -237,8 +255,13 @@ def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], 
                 setattr(hp, key, value)
         if dtype is not own:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once
             work = p.to(dtype)
+            comp = state.get(COMPENSATION)
+            if comp is not None:  # kahan_sum: the parameter's value is p + its rounding error
+                work.add_(comp)
             update(work, grad.to(dtype), view, hp)
             p.copy_(work)
+            if comp is not None:
+                comp.copy_(work.sub(p))
         elif is_complex:
             update(real_view(p), real_view(grad), view, hp)
         else:
@@ -271,6 +294,9 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
                     and k not in optimizer.scalar_state]
     stacked = {k: torch.stack([s[k] for s in states]) for k in stacked_keys}
     work = torch.stack([p.detach() for p in params]).to(dtype)
+    comps = compensations(states)
+    if comps is not None:
+        work.add_(torch.stack(comps))
     view = StateView([stacked], is_complex=False, batched=False)
     hp.batch_dims = 1
     try:
@@ -279,7 +305,11 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
         hp.batch_dims = 0
     for i, (p, state) in enumerate(zip(params, states, strict=True)):
         p.copy_(work[i])
+        if comps is not None:
+            comps[i].copy_(work[i].sub(p))
         for key, value in stacked.items():
+            if key == COMPENSATION:
+                continue
             if key in state:
                 state[key].copy_(value[i])
             else:  # created by the update on this step

@@ -51,7 +51,7 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 # How the engine runs any algorithm, accepted by every optimizer's constructor (see Optimizer.__init_subclass__).
 ENGINE_FLAGS: dict[str, Any] = {
     "maximize": False, "foreach": None, "fused": None, "skip_nonfinite": False, "state_dtype": None,
-    "differentiable": False, "step_in_backward": False, "clip_in_backward": None,
+    "differentiable": False, "step_in_backward": False, "clip_in_backward": None, "kahan_sum": False,
 }
 
 # What an algorithm's math needs, and the paths that can run such math correctly.
@@ -113,6 +113,10 @@ class Optimizer(torch.optim.Optimizer):
 
     * ``skip_nonfinite`` (default False) — if any gradient of the step holds NaN or Inf, change no parameter
       and no state, add one to ``skipped_steps`` and warn once with the parameters' names.
+    * ``kahan_sum`` (default False) — for bfloat16/float16 parameters: keep each parameter's rounding error in
+      a compensation buffer of its dtype (state ``kahan_comp``), so the update is applied to ``p + error`` and
+      updates far below the parameter's precision accumulate instead of being rounded away (Kahan summation;
+      as optimi's ``kahan_sum``). Costs one parameter-sized buffer; no effect on float32 parameters.
     * ``state_dtype`` (default None) — how floating state is stored. None: float32 for bfloat16/float16
       parameters (whose update is then computed in float32 and rounded once) and the parameter's dtype
       otherwise. A narrower float (``torch.bfloat16``): stored in it, stochastically rounded, while the update
@@ -218,9 +222,10 @@ class Optimizer(torch.optim.Optimizer):
             if group.get("foreach"):
                 raise ValueError(f"{name}(differentiable=True) runs per tensor under autograd: leave foreach "
                                  "unset or False")
-            if group.get("state_dtype") is not None:
-                raise ValueError(f"{name}(differentiable=True) keeps its state as autograd computes it: leave "
-                                 f"state_dtype unset (got {group['state_dtype']!r})")
+            for option in ("state_dtype", "kahan_sum"):
+                if group.get(option):
+                    raise ValueError(f"{name}(differentiable=True) keeps its state as autograd computes it: "
+                                     f"leave {option} unset (got {group[option]!r})")
         if group.get("step_in_backward") or group.get("clip_in_backward") is not None:
             self._check_step_in_backward(group, kind)
             if group.get("step_in_backward"):
@@ -380,6 +385,8 @@ class Optimizer(torch.optim.Optimizer):
         dtype = self.compute_dtype(p, group)
         like = p if dtype == p.dtype else p.detach().to(dtype)  # state may start from p's values (Schedule-Free)
         state.update(self.init_state(like, hp))
+        if group.get("kahan_sum") and p.dtype in LOW_PRECISION:
+            state[eager.COMPENSATION] = torch.zeros_like(p, memory_format=torch.preserve_format)
         storage = self.state_storage(p, group)
         if storage is not None:
             stored: dict[str, Tensor] = {}
@@ -391,7 +398,7 @@ class Optimizer(torch.optim.Optimizer):
     @property
     def unencoded_state(self) -> tuple[str, ...]:
         """State keys never stored compactly: the step counter, per-parameter scalars and precise state."""
-        return ("step", *self.scalar_state, *self.precise_state)
+        return ("step", *self.scalar_state, *self.precise_state, eager.COMPENSATION)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         """torch's loading, except that floating state keeps this optimizer's state dtype.
@@ -411,7 +418,9 @@ class Optimizer(torch.optim.Optimizer):
                 self.state[p] = self._compact_loaded(p, saved, storage, dtype)
                 continue
             for key, value in saved.items():
-                if key != "step" and torch.is_tensor(value) and value.is_floating_point() and dtype != p.dtype:
+                if key in ("step", eager.COMPENSATION):
+                    continue
+                if torch.is_tensor(value) and value.is_floating_point() and dtype != p.dtype:
                     self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
 
     def _compact_loaded(self, p: Tensor, saved: dict[str, Any], storage: str | None,

@@ -438,19 +438,27 @@ def fused_update(
     storage = statics.pop("state_storage", None)
     nonnegative = statics.pop("nonnegative_state", ())
     seed = scalars.pop("state_seed", None)
-    stored = state
     state = dict(state)
+    comp = state.pop("kahan_comp", None)  # kahan_sum: the parameter's value is param + comp
+    stored = dict(state)
     if storage is not None and storage != "int8":
         state = {key: buffer.to(compute_dtype) for key, buffer in stored.items()}
     for key, (codes, absmax) in (quantized or {}).items():
         state[key] = materialize(compact.dequantize(codes, absmax, param.shape))
     work = param if param.dtype == compute_dtype else param.to(compute_dtype)
+    if comp is not None and work is not param:
+        work = work + comp.to(compute_dtype)
     # GradScaler's unscale (a float32 multiply, as its own pass would do), then ±1 for maximize: one graph.
     g = grad.to(compute_dtype) * scalars.pop("inv_scale").to(grad.dtype).to(compute_dtype)
     g = g * scalars.pop("grad_sign").to(compute_dtype)
     update(optimizer, FusedTensor(work, layout), FusedTensor(g, layout), FusedState(state, layout),
            FusedHyper(scalars, statics, flags))
-    if work is not param:
+    if work is not param and comp is not None:
+        # the rounded parameter made opaque: inductor would otherwise keep it in float32 and find no error
+        rounded = materialize(work.to(param.dtype))
+        param.copy_(rounded)
+        comp.copy_(work - rounded.to(compute_dtype))
+    elif work is not param:
         param.copy_(work)
     if storage is not None and storage != "int8":
         step_seed = seed.to(torch.int64) * 65536
