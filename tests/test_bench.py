@@ -71,3 +71,34 @@ def test_bench_muon_writes_ratios_against_torch(tmp_path, capsys):
     assert torch_row["ratio_to_torch"] == 1.0
     assert result["machine"]["matrices"] == 33
     assert "| ravine Muon multi-tensor |" in capsys.readouterr().out
+
+
+def test_memory_model_is_transformer_shaped_with_over_80_m_parameters():
+    from ravine.bench import memory
+
+    model = memory.build_model(1.0, "meta")
+    assert sum(p.numel() for p in model.parameters()) >= 80_000_000
+
+
+def test_bench_memory_measures_fresh_processes_and_writes_table_json_and_chart(tmp_path, capsys):
+    out = tmp_path / "bench"
+    configs = "torch AdamW,+ step in backward + int8 state"
+    assert main(["bench", "memory", "--scale", "0.05", "--steps", "2", "--batch", "2", "--length", "16",
+                 "--configs", configs, "-o", str(out)]) == 0
+    result = json.loads((out / "memory.json").read_text())
+    rows = {r["config"]: r for r in result["rows"]}
+    assert set(rows) == set(configs.split(","))
+    assert rows["torch AdamW"]["state_bytes"] / rows["torch AdamW"]["params"] == 8.0  # two float32 moments
+    assert rows["+ step in backward + int8 state"]["state_bytes"] / rows["torch AdamW"]["params"] <= 2.1
+    assert all(r["peak_bytes"] > 0 and r["step_ms"] > 0 for r in rows.values())
+    assert (out / "memory.png").stat().st_size > 0 and "× torch AdamW" in (out / "memory.md").read_text()
+
+
+def test_bench_memory_refuses_bad_values(tmp_path, capsys):
+    import pytest
+
+    for args in (["--steps", "0"], ["--configs", "torch SGD"], ["--device", "tpu"]):
+        with pytest.raises(SystemExit):
+            main(["bench", "memory", *args, "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert "--steps" in err and "torch SGD" in err and "tpu" in err

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "step": "GB/s of every optimizer's step against torch's",
     "muon": "Muon's Newton–Schulz against torch.optim.Muon",
     "compile": "first fused step's compile time, cold and warm cache",
+    "memory": "peak memory and step time of training with each memory-saving option",
 }
 
 
