@@ -3,7 +3,8 @@
 Every configuration runs in a fresh Python process. The process first runs one training step of a tiny model
 with the same configuration (so compiling the fused step is not part of the measurement), then records its
 resident memory as the idle baseline, resets the kernel's peak counter (``/proc/self/clear_refs``), builds the
-model and trains it for ``--steps`` steps. The figure reported is the peak resident memory above that baseline
+model and trains it for ``--steps`` steps (glibc's mmap threshold is fixed at 128 KiB, so that freed tensors
+go back to the system and resident memory follows the memory in use). The figure reported is the peak resident memory above that baseline
 (on CUDA: ``torch.cuda.max_memory_allocated``), with the median time of a whole training step (forward,
 backward and step: with step_in_backward the update happens inside backward). The model is a decoder-style
 stack (``torch.nn.TransformerEncoder`` with a causal mask, d=768, 12 layers, 12 heads: ~98 M parameters at
@@ -152,8 +153,11 @@ def child(config: str, scale: float, steps: int, device: str, batch: int, length
 def measure(config: str, scale: float, steps: int, device: str, batch: int, length: int) -> dict[str, Any]:
     code = (f"import json; from ravine.bench.memory import child; "
             f"print(json.dumps(child({config!r}, {scale!r}, {steps!r}, {device!r}, {batch!r}, {length!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    # glibc keeps freed mid-sized blocks (its mmap threshold grows as large blocks are freed), so resident
+    # memory would keep every temporary ever made; a fixed threshold returns freed tensors to the system and
+    # the resident peak follows the memory actually in use.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"configuration {config!r} failed:\n{out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -78,6 +78,29 @@ def quantize(x: Tensor, *, nonnegative: bool, blocks: Any = None) -> tuple[Tenso
     return torch.where(flat < 0, -code, code).to(torch.int8), absmax
 
 
+CHUNK_BLOCKS = 4096  # eager encoding works on this many blocks at a time (1 M elements: bounded temporaries)
+
+
+def quantize_in_chunks(x: Tensor, *, nonnegative: bool) -> tuple[Tensor, Tensor]:
+    """:func:`quantize` for the eager paths: fresh all-zero state (most state at its first step) without
+    arithmetic, and large tensors a chunk of blocks at a time, so its temporaries stay small."""
+    flat = x.reshape(-1)
+    blocks = blocks_for(flat.numel())
+    dtype = torch.uint8 if nonnegative else torch.int8
+    if not bool(flat.any()):
+        return (torch.zeros((blocks, BLOCK), dtype=dtype, device=x.device),
+                torch.zeros(blocks, dtype=torch.float32, device=x.device))
+    if blocks <= CHUNK_BLOCKS:
+        return quantize(flat, nonnegative=nonnegative, blocks=blocks)
+    codes = torch.empty((blocks, BLOCK), dtype=dtype, device=x.device)
+    absmax = torch.empty(blocks, dtype=torch.float32, device=x.device)
+    for start in range(0, blocks, CHUNK_BLOCKS):
+        stop = min(start + CHUNK_BLOCKS, blocks)
+        part = flat[start * BLOCK: stop * BLOCK]
+        codes[start:stop], absmax[start:stop] = quantize(part, nonnegative=nonnegative, blocks=stop - start)
+    return codes, absmax
+
+
 def dequantize(codes: Tensor, absmax: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
     """The float32 tensor of ``shape`` that ``codes`` and ``absmax`` (from :func:`quantize`) stand for."""
     numel = 1
@@ -171,7 +194,7 @@ def encode(work: dict[str, Any], state: dict[str, Any], storage: str, shape: tor
                 state[key] = value
             continue
         if narrow is None:
-            codes, absmax = quantize(value, nonnegative=key in nonnegative)
+            codes, absmax = quantize_in_chunks(value, nonnegative=key in nonnegative)
             if stored is not None and is_quantized(state, key):
                 stored.copy_(codes)
                 state[key + ABSMAX].copy_(absmax)
@@ -195,4 +218,4 @@ def storage_matches(state: dict[str, Any], storage: str, skip: tuple[str, ...] |
 
 
 __all__ = ["BLOCK", "NARROW_FLOATS", "decode", "dequantize", "encode", "key_seed", "quantize",
-           "round_stochastic", "round_to", "storage_matches"]
+           "quantize_in_chunks", "round_stochastic", "round_to", "storage_matches"]

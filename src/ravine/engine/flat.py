@@ -74,14 +74,19 @@ class FlatGroup:
         for n in self.numels:
             offsets.append(offsets[-1] + n)
         self.offsets = offsets
-        self.param_buffer = self._gather([p.detach() for p in params], params[0].dtype)
+        # Each tensor is moved into its buffer and its old storage released before the next one, so building
+        # the buffers never holds two copies of a whole batch (the buffers' pages are touched as they fill).
+        self.param_buffer = self._empty(params[0].dtype)
         for p, view in zip(params, self._views(self.param_buffer), strict=True):
+            view.copy_(p.detach())
             p.data = view
-        self.grad_buffer = torch.zeros_like(self.param_buffer)
+        self.grad_buffer = self._empty(params[0].dtype)
         self.grad_views = self._views(self.grad_buffer)
         for p, view in zip(params, self.grad_views, strict=True):
             if p.grad is not None:
                 view.copy_(p.grad)
+            else:
+                view.zero_()
             p.grad = view
         self.hooks = [p.register_hook(_GradientRoute(p, view))
                       for p, view in zip(params, self.grad_views, strict=True) if p.requires_grad]
@@ -89,10 +94,11 @@ class FlatGroup:
         self.state_buffers: dict[str, Tensor] = {}
         self.state_views: dict[str, list[Tensor]] = {}
         for key in keys:
-            buffer = self._gather([s[key] for s in states], states[0][key].dtype)
+            buffer = self._empty(states[0][key].dtype)
             self.state_buffers[key] = buffer
             self.state_views[key] = self._views(buffer)
             for s, view in zip(states, self.state_views[key], strict=True):
+                view.copy_(s[key])
                 s[key] = view
         # The engine's step counters (0-d tensors, torch's format; ``count_steps``) become the elements of one
         # buffer, so counting a step is one kernel, not one per parameter. The batch steps together: their
@@ -109,8 +115,11 @@ class FlatGroup:
         self.average_views: list[Tensor] | None = None
         self._layout: SegmentLayout | None = None  # built by layout() for algorithms with reductions
 
+    def _empty(self, dtype: torch.dtype) -> Tensor:
+        return torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
+
     def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
-        buffer = torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
+        buffer = self._empty(dtype)
         for t, view in zip(tensors, self._views(buffer), strict=True):
             view.copy_(t)
         return buffer

@@ -53,6 +53,9 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     return f"the fused step is built for CPU and CUDA, not {device.type!r}"
 
 
+CHUNK = 1 << 18  # elements per call of the one-tensor compiled step (a multiple of the 8-bit block)
+
+
 class FusedRunner:
     """The fused path of one optimizer: flat buffers, cached hyperparameter tensors, compiled steps."""
 
@@ -149,13 +152,21 @@ class FusedRunner:
             maxima = {k + compact.ABSMAX for k in quantized}
             plain = {k: v.view(-1) for k, v in state.items() if k not in skip and k not in quantized
                      and k not in maxima and torch.is_tensor(v) and v.shape == p.shape}
-            layout = None
-            if reductions:
+            if reductions:  # whole-tensor reductions: the tensor in one call
                 layout = self.layouts.get(p.numel())
                 if layout is None:
                     layout = self.layouts[p.numel()] = segment_layout([p.numel()], p.device)
-            self._compiled(p.view(-1), p.grad.view(-1), plain, group, hp, extra, layout,
-                           quantized=quantized or None)
+                self._compiled(p.view(-1), p.grad.view(-1), plain, group, hp, extra, layout,
+                               quantized=quantized or None)
+            else:  # elementwise: large tensors in chunks of whole blocks, so the kernel's temporaries stay small
+                param, grad = p.view(-1), p.grad.view(-1)
+                for start in range(0, max(p.numel(), 1), CHUNK):
+                    stop = start + CHUNK
+                    chunk = {k: v[start:stop] for k, v in plain.items()}
+                    first, last = start // compact.BLOCK, -(-min(stop, p.numel()) // compact.BLOCK)
+                    codes = {k: (c[first:last], a[first:last]) for k, (c, a) in quantized.items()}
+                    self._compiled(param[start:stop], grad[start:stop], chunk, group, hp, extra, None,
+                                   quantized=codes or None)
             if opt.step_counter:
                 state["step"] += 1
 
