@@ -1,14 +1,14 @@
 """Peak memory of training a transformer-shaped model with each memory-saving option, and its step time.
 
-Every configuration runs in a fresh Python process. The process first runs one training step of a tiny model
-with the same configuration (so compiling the fused step is not part of the measurement), then records its
-resident memory as the idle baseline, resets the kernel's peak counter (``/proc/self/clear_refs``), builds the
-model and trains it for ``--steps`` steps (glibc's mmap threshold is fixed at 128 KiB, so that freed tensors
-go back to the system and resident memory follows the memory in use). The figure reported is the peak resident memory above that baseline
-(on CUDA: ``torch.cuda.max_memory_allocated``), with the median time of a whole training step (forward,
-backward and step: with step_in_backward the update happens inside backward). The model is a decoder-style
-stack (``torch.nn.TransformerEncoder`` with a causal mask, d=768, 12 layers, 12 heads: ~98 M parameters at
-``--scale 1``) on random tokens; only memory and time are measured here (``ravine compare`` measures quality).
+Every configuration runs in a fresh Python process. The process first runs one training step of a tiny model with
+the same configuration (so compiling the fused step is not part of the measurement), then records its resident
+memory as the idle baseline, resets the kernel's peak counter (``/proc/self/clear_refs``), builds the model and
+trains it for ``--steps`` steps (glibc's mmap threshold is fixed at 128 KiB, so that freed tensors go back to the
+system and resident memory follows the memory in use). The figure reported is the peak resident memory above that
+baseline (on CUDA: ``torch.cuda.max_memory_allocated``), with the median time of a whole training step (forward,
+backward and step: with step_in_backward the update happens inside backward). The model is a decoder-style stack
+(``torch.nn.TransformerEncoder`` with a causal mask, d=768, 12 layers, 12 heads: ~98 M parameters at ``--scale
+1``) on random tokens; only memory and time are measured here (``ravine compare`` measures quality).
 """
 
 from __future__ import annotations
@@ -176,7 +176,8 @@ def run(scale: float, steps: int, device: str, batch: int, length: int, configs:
     reference = next((r for r in rows if r["config"] == "torch AdamW"), None)
     fused = next((r for r in rows if r["config"] == "ravine AdamW fused"), None)
     for r in rows:
-        r["peak_vs_torch"] = r["peak_bytes"] / reference["peak_bytes"] if reference and r["peak_bytes"] > 0 else None
+        measured = reference is not None and r["peak_bytes"] > 0
+        r["peak_vs_torch"] = r["peak_bytes"] / reference["peak_bytes"] if measured else None
         r["time_vs_fused"] = r["step_ms"] / fused["step_ms"] if fused else None
     machine = {"date": date.today().isoformat(), "device": device, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "scale": scale, "batch": batch, "length": length,

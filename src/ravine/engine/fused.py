@@ -53,7 +53,7 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     return f"the fused step is built for CPU and CUDA, not {device.type!r}"
 
 
-CHUNK = 1 << 18  # elements per call of the one-tensor compiled step (a multiple of the 8-bit block)
+CHUNK = 1 << 20  # elements per call of the one-tensor compiled step (a multiple of the 8-bit block)
 
 
 class FusedRunner:
