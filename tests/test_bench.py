@@ -88,7 +88,8 @@ def test_bench_memory_measures_fresh_processes_and_writes_table_json_and_chart(t
     result = json.loads((out / "memory.json").read_text())
     rows = {r["config"]: r for r in result["rows"]}
     assert set(rows) == set(configs.split(","))
-    assert rows["torch AdamW"]["state_bytes"] / rows["torch AdamW"]["params"] == 8.0  # two float32 moments
+    per_param = rows["torch AdamW"]["state_bytes"] / rows["torch AdamW"]["params"]
+    assert 8.0 <= per_param < 8.1  # two float32 moments, and a step counter per tensor
     assert rows["+ step in backward + int8 state"]["state_bytes"] / rows["torch AdamW"]["params"] <= 2.1
     assert all(r["peak_bytes"] > 0 and r["step_ms"] > 0 for r in rows.values())
     assert (out / "memory.png").stat().st_size > 0 and "× torch AdamW" in (out / "memory.md").read_text()

@@ -231,8 +231,9 @@ def bar_chart(result: dict[str, Any], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from ravine.bench import write_report
     from ravine.extras import require
-    from ravine.files import atomic_folder, check_output_folder
+    from ravine.files import check_output_folder
 
     parser = argparse.ArgumentParser(prog="ravine bench memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,14 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"ravine bench memory: {error}", file=sys.stderr)
         return 1
-    table = markdown(result)
-    with atomic_folder(args.output, OUTPUTS) as folder:
-        (folder / "memory.md").write_text(table + "\n")
-        (folder / "memory.json").write_text(json.dumps(result, indent=2) + "\n")
-        bar_chart(result, folder / "memory.png")
-    print(table)
-    out = Path(args.output)
-    print(f"\nwrote {out / 'memory.md'}, {out / 'memory.json'}, {out / 'memory.png'}", file=sys.stderr)
+    write_report(args.output, "memory", markdown(result), result, bar_chart)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import json
 import math
 import platform
 import statistics
@@ -31,8 +30,9 @@ from typing import Any
 import torch
 
 from ravine.algorithms import AdamW
+from ravine.bench import write_report
 from ravine.extras import require
-from ravine.files import atomic_folder, check_output_folder
+from ravine.files import check_output_folder
 from ravine.memory import state_bytes
 from ravine.registry import ALGORITHMS, VARIANTS, match_names
 from ravine.weight_ema import WeightEMA
@@ -376,12 +376,5 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args.scale, args.device, args.rounds, algorithms, args.shape)
     except ValueError as error:
         parser.error(str(error))
-    table = markdown(result)
-    with atomic_folder(args.output, OUTPUTS) as folder:
-        (folder / "step.md").write_text(table + "\n")
-        (folder / "step.json").write_text(json.dumps(result, indent=2) + "\n")
-        bar_chart(result, folder / "step.png")
-    print(table)
-    out = Path(args.output)
-    print(f"\nwrote {out / 'step.md'}, {out / 'step.json'}, {out / 'step.png'}", file=sys.stderr)
+    write_report(args.output, "step", markdown(result), result, bar_chart)
     return 0
