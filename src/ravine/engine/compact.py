@@ -210,11 +210,11 @@ def encode(work: dict[str, Any], state: dict[str, Any], storage: str, shape: tor
 
 def storage_matches(state: dict[str, Any], storage: str, skip: tuple[str, ...] | frozenset[str]) -> bool:
     """Is a loaded state already in ``storage`` (then it is kept bit for bit, not re-encoded)?"""
-    keys = [k for k, v in state.items() if k not in skip and torch.is_tensor(v) and not k.endswith(ABSMAX)]
-    if storage == "int8":
-        return all(is_quantized(state, k) for k in keys if state[k].dtype not in (torch.int8, torch.uint8)
-                   or k + ABSMAX in state)
-    return all(state[k].dtype == getattr(torch, storage) for k in keys if state[k].is_floating_point())
+    floating = [v for k, v in state.items() if k not in skip and torch.is_tensor(v) and v.is_floating_point()
+                and not k.endswith(ABSMAX)]
+    if storage == "int8":  # every floating state tensor is already codes (and block maxima)
+        return not floating
+    return all(v.dtype == getattr(torch, storage) for v in floating)
 
 
 __all__ = ["BLOCK", "NARROW_FLOATS", "decode", "dequantize", "encode", "key_seed", "quantize",

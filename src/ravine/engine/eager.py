@@ -160,6 +160,19 @@ def compensations(states: list[dict[str, Any]]) -> list[Tensor] | None:
     return [state[COMPENSATION] for state in states]
 
 
+def working_copy(p: Tensor, dtype: torch.dtype, comp: Tensor | None) -> Tensor:
+    """``p`` in the compute ``dtype`` for its update, plus its rounding error under ``kahan_sum``."""
+    work = p.to(dtype)
+    return work if comp is None else work.add_(comp)
+
+
+def write_back(p: Tensor, work: Tensor, comp: Tensor | None) -> None:
+    """Round the updated ``work`` into ``p``; under ``kahan_sum`` keep what the rounding lost in ``comp``."""
+    p.copy_(work)
+    if comp is not None:
+        comp.copy_(work.sub(p))
+
+
 def decoded(optimizer: Optimizer, params: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any]
             ) -> list[dict[str, Any]] | None:
     """The states as the update sees them when they are stored compactly (:mod:`ravine.engine.compact`), else
@@ -195,21 +208,19 @@ def run(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], hp: H
     dtype = optimizer.compute_dtype(first, group)
     comps = None
     if dtype != first.dtype:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once
-        work, g_work = [p.to(dtype) for p in params], [g.to(dtype) for g in grads]
         comps = compensations(states)
-        if comps is not None:
-            for w, c in zip(work, comps, strict=True):
-                w.add_(c)
+        work = [working_copy(p, dtype, None if comps is None else comps[i]) for i, p in enumerate(params)]
+        g_work = [g.to(dtype) for g in grads]
     elif is_complex:
         work, g_work = [real_view(p) for p in params], [real_view(g) for g in grads]
     else:
         work, g_work = params, grads
     optimizer.update(TensorList(work), TensorList(g_work), views, hp)
-    if dtype != first.dtype:
+    if comps is not None:
+        for p, w, c in zip(params, work, comps, strict=True):
+            write_back(p, w, c)
+    elif dtype != first.dtype:
         torch._foreach_copy_(params, work)
-        if comps is not None:
-            for w, p, c in zip(work, params, comps, strict=True):
-                c.copy_(w.sub(p))
     if works is not None:
         encoded(optimizer, params, works, stored, group, hp)
     if fresh:
@@ -254,14 +265,10 @@ def run_each(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any], 
             for key, value in step_scalars(view, hp).items():
                 setattr(hp, key, value)
         if dtype is not own:  # e.g. bfloat16 parameters with float32 state: compute in float32, round once
-            work = p.to(dtype)
-            comp = state.get(COMPENSATION)
-            if comp is not None:  # kahan_sum: the parameter's value is p + its rounding error
-                work.add_(comp)
+            comp = state.get(COMPENSATION)  # kahan_sum: the parameter's value is p + its rounding error
+            work = working_copy(p, dtype, comp)
             update(work, grad.to(dtype), view, hp)
-            p.copy_(work)
-            if comp is not None:
-                comp.copy_(work.sub(p))
+            write_back(p, work, comp)
         elif is_complex:
             update(real_view(p), real_view(grad), view, hp)
         else:
@@ -304,9 +311,7 @@ def run_stacked(optimizer: Optimizer, params: list[Tensor], group: dict[str, Any
     finally:
         hp.batch_dims = 0
     for i, (p, state) in enumerate(zip(params, states, strict=True)):
-        p.copy_(work[i])
-        if comps is not None:
-            comps[i].copy_(work[i].sub(p))
+        write_back(p, work[i], None if comps is None else comps[i])
         for key, value in stacked.items():
             if key == COMPENSATION:
                 continue

@@ -86,12 +86,8 @@ class FusedRunner:
         lazy = opt.creates_state_in_update(hp)
         flats: list[FlatGroup] = []
         for batch in eager.batches(opt, params):
-            fusable = all(
-                type(p) in (Tensor, torch.nn.Parameter) and p.is_floating_point() and p.is_contiguous()
-                and (not lazy or id(p) in self.seen or opt.state.get(p))
-                for p in batch
-            )
-            if not fusable:  # a first step that creates state, DTensor, complex or strided tensors: eager
+            # a first step that creates state, DTensor, complex or strided tensors: eager
+            if not all(self._fusable(p, lazy) for p in batch):
                 eager.unscale(batch, opt._inv_scale)
                 eager.run_each(opt, batch, group, hp)
                 self.seen.update(id(p) for p in batch)
@@ -121,14 +117,17 @@ class FusedRunner:
                                                      count_steps=opt.step_counter)
         return flat
 
+    def _fusable(self, p: Tensor, lazy: bool) -> bool:
+        """Can ``p`` take the compiled step: a plain, floating, contiguous tensor whose state exists (``lazy``:
+        the algorithm creates state in its first update, which runs per tensor)?"""
+        return (type(p) in (Tensor, torch.nn.Parameter) and p.is_floating_point() and p.is_contiguous()
+                and (not lazy or id(p) in self.seen or bool(self.optimizer.state.get(p))))
+
     def step_one(self, p: Tensor, group: dict[str, Any], hp: Hyper) -> None:
         """One parameter's compiled step (step in backward); a first step that creates state, or an odd tensor,
         runs per tensor."""
         opt = self.optimizer
-        lazy = opt.creates_state_in_update(hp)
-        plain = type(p) in (Tensor, torch.nn.Parameter) and p.is_floating_point()
-        if (not plain or not p.is_contiguous() or not p.grad.is_contiguous()
-                or (lazy and id(p) not in self.seen and not opt.state.get(p))):
+        if not self._fusable(p, opt.creates_state_in_update(hp)) or not p.grad.is_contiguous():
             eager.unscale([p], opt._inv_scale)
             eager.run_each(opt, [p], group, hp)
             self.seen.add(id(p))

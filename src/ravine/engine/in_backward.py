@@ -59,6 +59,7 @@ class InBackward:
     def __init__(self, optimizer: Optimizer) -> None:
         self._optimizer = weakref.ref(optimizer)  # parameters hold the hooks: no cycle through the optimizer
         self.handles: dict[int, Any] = {}
+        self.group_index: dict[int, int] = {}  # id(parameter) -> position of its group (see _group_of)
         self.accumulating = False
         self.hyper: dict[int, Hyper] = {}  # per group, for the step in progress
         self.norm_sq: Tensor | None = None  # squared global norm of this step's gradients (for the next one)
@@ -76,10 +77,13 @@ class InBackward:
         self.handles.clear()
 
     def _group_of(self, optimizer: Optimizer, p: Tensor) -> dict[str, Any] | None:
-        for group in optimizer.param_groups:  # looked up each time: load_state_dict replaces the groups
-            if any(q is p for q in group["params"]):
-                return group
-        return None
+        """``p``'s parameter group. The index (parameter -> group position) is rebuilt when groups are added;
+        the group itself is read from ``param_groups`` each time, since load_state_dict replaces the dicts."""
+        groups = optimizer.param_groups
+        if len(self.group_index) != sum(len(group["params"]) for group in groups):
+            self.group_index = {id(q): i for i, group in enumerate(groups) for q in group["params"]}
+        index = self.group_index.get(id(p))
+        return None if index is None else groups[index]
 
     @torch.no_grad()
     def _hook(self, p: Tensor) -> None:

@@ -480,8 +480,8 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        in_backward = any(group.get("step_in_backward") for group in self.param_groups)
-        if in_backward and getattr(self, "grad_scale", None) is not None:
+        if getattr(self, "grad_scale", None) is not None and any(
+                group.get("step_in_backward") for group in self.param_groups):
             raise RuntimeError(f"{type(self).__name__}(step_in_backward=True) cannot be used with GradScaler: the "
                                "parameters were already updated during backward, before the scaler could check "
                                "the gradients for overflow (use bfloat16 autocast, which needs no scaler)")
@@ -519,11 +519,15 @@ class Optimizer(torch.optim.Optimizer):
         """One parameter's update, as soon as backward produced its gradient (step_in_backward)."""
         self.check_param(p)
         self._check_storage(p, group)
+        self._ensure_state(p, hp, group)
+        update_one(self, p, group, hp)
+
+    def _ensure_state(self, p: Tensor, hp: Hyper, group: ChainMap[str, Any]) -> None:
+        """Create ``p``'s state before its first update (none is stored for an algorithm that keeps none)."""
         if not self.state.get(p):
             new_state = self._new_state(p, hp, group)
             if new_state:
                 self.state[p] = new_state
-        update_one(self, p, group, hp)
 
     @staticmethod
     def _state_seed(loaded_group: dict[str, Any], group: ChainMap[str, Any]) -> int:
@@ -602,10 +606,7 @@ class Optimizer(torch.optim.Optimizer):
                 self.check_param(p)
                 self._check_storage(p, group)
                 has_sparse = has_sparse or p.grad.is_sparse
-            if not self.state.get(p):
-                new_state = self._new_state(p, hp, group)
-                if new_state:
-                    self.state[p] = new_state
+            self._ensure_state(p, hp, group)
         if group["differentiable"]:
             eager.unscale(params, self._inv_scale)
             for p in params:
