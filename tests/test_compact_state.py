@@ -162,6 +162,24 @@ def test_state_dtype_is_a_group_option_saved_with_the_checkpoint_and_switchable_
     assert torch.equal(restored["exp_avg_absmax"], state["exp_avg_absmax"])
 
 
+def test_loading_compact_state_copies_it_out_of_the_checkpoint():
+    p = torch.randn(300, requires_grad=True)
+    optimizer = ravine.ScheduleFreeAdamW([p], lr=1e-2, state_dtype="int8")  # z stays full precision
+    optimizer.train()
+    p.grad = torch.randn(300)
+    optimizer.step()
+    checkpoint = optimizer.state_dict()
+    before = {k: v.clone() for k, v in checkpoint["state"][0].items()}
+    q = p.detach().clone().requires_grad_()
+    resumed = ravine.ScheduleFreeAdamW([q], lr=1e-2, state_dtype="int8")
+    resumed.train()
+    resumed.load_state_dict(checkpoint)
+    q.grad = torch.randn(300)
+    resumed.step()
+    for key, value in before.items():
+        assert torch.equal(checkpoint["state"][0][key], value), key
+
+
 def test_int8_state_refuses_complex_parameters_and_differentiable_with_the_option_named():
     p = torch.randn(4, dtype=torch.complex64, requires_grad=True)
     p.grad = torch.randn_like(p)

@@ -428,7 +428,8 @@ class Optimizer(torch.optim.Optimizer):
         """A loaded state in this optimizer's storage: bit for bit when the checkpoint already holds it,
         otherwise decoded and encoded again (a float32 checkpoint resumed with ``state_dtype="int8"``)."""
         skip = self.unencoded_state
-        loaded = {key: value.to(p.device, copy=True) if torch.is_tensor(value) and key not in skip else value
+        # copies in the checkpoint's own dtypes (the optimizer must not write into the caller's state dict)
+        loaded = {key: value.to(p.device, copy=True) if torch.is_tensor(value) else value
                   for key, value in saved.items()}
         if "step" in saved:
             loaded["step"] = self.state[p]["step"]  # placed and typed by torch's rules
