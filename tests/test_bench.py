@@ -48,13 +48,18 @@ def test_bench_step_small_set_and_wrapper_reference(tmp_path):
     assert bare["ratios"] == {"bare inner fused": 1.0}
 
 
-def test_bench_step_refuses_bad_values(tmp_path, capsys):
+def _refusals(benchmark, cases, tmp_path, capsys) -> str:
+    """Each bad command line exits with a usage error; returns what they printed on standard error."""
     import pytest
 
-    for args in (["--rounds", "0"], ["--shape", "huge"], ["--algorithms", "Nope"]):
+    for args in cases:
         with pytest.raises(SystemExit):
-            main(["bench", "step", *args, "-o", str(tmp_path / "x")])
-    err = capsys.readouterr().err
+            main(["bench", benchmark, *args, "-o", str(tmp_path / "x")])
+    return capsys.readouterr().err
+
+
+def test_bench_step_refuses_bad_values(tmp_path, capsys):
+    err = _refusals("step", (["--rounds", "0"], ["--shape", "huge"], ["--algorithms", "Nope"]), tmp_path, capsys)
     assert "--rounds" in err and "huge" in err and "Nope" in err
 
 
@@ -96,10 +101,6 @@ def test_bench_memory_measures_fresh_processes_and_writes_table_json_and_chart(t
 
 
 def test_bench_memory_refuses_bad_values(tmp_path, capsys):
-    import pytest
-
-    for args in (["--steps", "0"], ["--configs", "torch SGD"], ["--device", "tpu"]):
-        with pytest.raises(SystemExit):
-            main(["bench", "memory", *args, "-o", str(tmp_path / "x")])
-    err = capsys.readouterr().err
+    cases = (["--steps", "0"], ["--configs", "torch SGD"], ["--device", "tpu"])
+    err = _refusals("memory", cases, tmp_path, capsys)
     assert "--steps" in err and "torch SGD" in err and "tpu" in err
