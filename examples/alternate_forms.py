@@ -1,4 +1,4 @@
-"""The seeds' alternate forms of the classic optimizers, each as a ravine call next to its formula.
+"""The alternate forms of the classic optimizers that tutorials teach, each as a ravine call next to its formula.
 
 Run: python examples/alternate_forms.py   (prints each form's trajectory on a small quadratic)
 """

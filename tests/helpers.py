@@ -111,7 +111,7 @@ def _compare(a: Any, b: Any, where: str, exact: bool, rtol: float, atol: float) 
 
 
 def amp_step(model, optimizer, scaler, x, dtype=torch.bfloat16, poison=False, clip=None) -> None:
-    """One step of the seeds' mixed-precision loop on CPU autocast; ``poison`` makes every gradient Inf."""
+    """One step of the textbook mixed-precision loop on CPU autocast; ``poison`` makes every gradient Inf."""
     optimizer.zero_grad()
     with torch.autocast("cpu", dtype=dtype):
         loss = model(x).float().pow(2).mean()

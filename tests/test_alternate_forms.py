@@ -1,4 +1,4 @@
-"""The seeds' alternate forms equal their formulas, written out here by hand."""
+"""The tutorial forms equal their formulas, written out here by hand."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_rmsprop_with_bias_correction():
 
 
 def _seed_adam(lr: float, eps: float, eps_root: float) -> torch.Tensor:
-    """The seeds' bias-corrected Adam: w ← w − η·m̂ / (√(v̂ + ε_root) + ε)."""
+    """The tutorial bias-corrected Adam: w ← w − η·m̂ / (√(v̂ + ε_root) + ε)."""
     b1, b2 = 0.9, 0.999
     w = torch.zeros(6, dtype=torch.float64)
     m, v = torch.zeros_like(w), torch.zeros_like(w)

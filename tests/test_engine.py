@@ -14,7 +14,7 @@ ALGORITHMS = [ravine.SGD, ravine.Adagrad, ravine.RMSprop, ravine.Adam, ravine.Li
 
 
 class SimpleSGD(ravine.Optimizer):
-    """The seeds' SimpleSGD, p ← p − lr·g, as a full torch optimizer."""
+    """A minimal SGD, p ← p − lr·g, as a full torch optimizer."""
 
     def __init__(self, params, lr=0.01):
         super().__init__(params, dict(lr=lr))

@@ -14,7 +14,7 @@ from ravine.cli import main
 
 
 def seeds_lambda(step, warmup_steps, total_steps):
-    """The seeds' LambdaLR multiplier, verbatim."""
+    """The usual warmup-cosine LambdaLR multiplier, as tutorials write it."""
     if step < warmup_steps:
         return float(step) / float(max(1, warmup_steps))
     progress = float(step - warmup_steps) / float(max(1, total_steps - warmup_steps))

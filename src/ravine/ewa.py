@@ -9,7 +9,7 @@ class EWA:
     r"""Running exponentially weighted average ``v ← β·v + (1 − β)·x`` of a stream of numbers.
 
     With ``bias_correction=True`` (the default) :attr:`value` is ``v/(1 − βᵗ)``, which removes the pull
-    towards the zero start in the first steps (the seeds' bias correction); with False it is ``v`` itself.
+    towards the zero start in the first steps (Adam's bias correction); with False it is ``v`` itself.
     Used for smoothed loss curves; ``state_dict``/``load_state_dict`` make it resumable.
 
     >>> smooth = EWA(0.9)

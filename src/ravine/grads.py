@@ -50,7 +50,7 @@ def nonfinite_grads(model: torch.nn.Module | Iterable[tuple[str, Tensor]]) -> di
     """The parameters whose gradients hold NaN or Inf: ``{name: "NaN" | "Inf" | "NaN and Inf"}``.
 
     Accepts a module or ``named_parameters()``-style pairs. A debugging aid (it synchronises with the device
-    once per parameter); the seeds' loop, with NaN and Inf labelled the right way round::
+    once per parameter); the usual tutorial loop, with NaN and Inf labelled the right way round::
 
         for name, kind in ravine.grads.nonfinite_grads(model).items():
             print(f"{kind} in the gradient of {name}")

@@ -117,12 +117,12 @@ def cosine_decay(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
 
 
 def warmup_cosine_decay(lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> Schedule:
-    """Linear warmup then cosine decay — the seeds' schedule, with a floor.
+    """Linear warmup then cosine decay — the common transformer schedule, with a floor.
 
     ``lr·step/warmup_steps`` while ``step < warmup_steps``; then, with
     ``progress = (step − warmup_steps)/(total_steps − warmup_steps)``,
     ``min_lr + (lr − min_lr)·0.5·(1 + cos(π·progress))``, and ``min_lr`` after ``total_steps``.
-    With ``min_lr=0`` this is exactly the seeds' ``LambdaLR`` multiplier times ``lr``.
+    With ``min_lr=0`` this is exactly the usual warmup-cosine ``LambdaLR`` multiplier times ``lr``.
     """
     _non_negative("warmup_steps", warmup_steps)
     _positive("total_steps", total_steps)
@@ -184,7 +184,7 @@ def exponential(lr: float, gamma: float) -> Schedule:
 def inverse_time(lr: float, rate: float, interval: int | None = None) -> Schedule:
     """``lr/(1 + rate·step)``; with ``interval``, the staircase form ``lr/(1 + rate·⌊step/interval⌋)``.
 
-    The seeds' learning-rate decay ``α/(1 + decay_rate·epoch_num)`` and its scheduled variant.
+    The textbook learning-rate decay ``α/(1 + decay_rate·epoch_num)`` and its scheduled variant.
     """
     _non_negative("lr", lr)
     _non_negative("rate", rate)

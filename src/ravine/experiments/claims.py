@@ -1,4 +1,4 @@
-"""The seeds' nine empirical claims about optimizers, each as an experiment with its criterion fixed up front.
+"""Empirical claims about optimizers, each as an experiment with its criterion fixed up front.
 
 A claim names its task, the arms it runs (their lrs come from the shipped sweep, :mod:`.tuning`, or from a
 rule stated in the criterion — never picked by hand), the columns of its table, and the checks that decide it.
@@ -79,7 +79,7 @@ def _arm(label: str, optimizer: str, tuned: Tuned, key: str, *options: tuple[str
 
 
 MOMENTUM = ("momentum", 0.9)
-EMA_MOMENTUM = (MOMENTUM, ("dampening", 0.9))  # v ← βv + (1 − β)g: the seeds' form of momentum
+EMA_MOMENTUM = (MOMENTUM, ("dampening", 0.9))  # v ← βv + (1 − β)g: the tutorial (EWA) form of momentum
 
 
 # 1 ------------------------------------------------------------------------------------------------------
@@ -255,6 +255,58 @@ def _claim9_checks(runs: Runs, tuned: Tuned) -> list[Check]:
                         f"{verdict}", verdict)]
 
 
+# 10, 11 -------------------------------------------------------------------------------------------------
+WITHIN = 0.02  # "within 2% of float32 AdamW": the saver's test loss at most 2% above AdamW's
+IN_BACKWARD, INT8, KAHAN = ("step_in_backward", True), ("state_dtype", "int8"), ("kahan_sum", True)
+SAVERS = (  # (label, AdamW options added, parameter dtype): the configurations `ravine bench memory` measures
+    ("+ step in backward", (IN_BACKWARD,), "float32"),
+    ("+ int8 state", (INT8,), "float32"),
+    ("+ step in backward + int8 state", (IN_BACKWARD, INT8), "float32"),
+    ("bf16 parameters + Kahan", (KAHAN,), "bfloat16"),
+    ("all three", (IN_BACKWARD, INT8, KAHAN), "bfloat16"),
+)
+UNCOMPENSATED = "bf16 parameters, no Kahan"  # shown for contrast, not judged
+
+
+def _adamw_baseline(tuned: Tuned, task: str) -> Arm:
+    """AdamW at its tuned lr (and, on the digits, its tuned weight decay): the same arm as claims 5 and 8."""
+    if task == "gpt":
+        return _arm("AdamW, float32", "adamw", tuned, "gpt/AdamW")
+    entry = tuned["digits/AdamW"]
+    return Arm("AdamW, float32", "adamw", entry["lr"], (("weight_decay", entry["weight_decay"]),))
+
+
+def _memory_arms(task: str) -> Callable[[Tuned], list[Arm]]:
+    def arms(tuned: Tuned) -> list[Arm]:
+        base = _adamw_baseline(tuned, task)
+        savers = [replace(base, label=label, options=base.options + options, dtype=dtype)
+                  for label, options, dtype in SAVERS]
+        return [base, *savers, replace(base, label=UNCOMPENSATED, dtype="bfloat16")]
+    return arms
+
+
+def _memory_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    base = next(iter(runs))
+    return [_compare(runs, label, base, _log(TEST_LOSS.value), stats.decide_below, math.log(1 + WITHIN),
+                     what=f"ln test loss (holds below ln {1 + WITHIN:g})") for label, _, _ in SAVERS]
+
+
+def _memory_claim(number: int, task: str, title: str) -> Claim:
+    return Claim(
+        number, f"saving-memory-{task}",
+        f"Step in backward, 8-bit optimizer state and bf16 parameters with Kahan summation train the {title} "
+        f"to within 2% of float32 AdamW's loss.", task,
+        f"AdamW at its tuned lr{'' if task == 'gpt' else ' and weight decay'} against itself with each of "
+        f"ravine's memory savers, alone and together: the update applied as each gradient arrives "
+        f"(`step_in_backward`, after LOMO: Lv et al. 2023), blockwise 8-bit moments (`state_dtype=\"int8\"`, "
+        f"after Dettmers et al. 2022, 8-bit Optimizers via Block-wise Quantization) and bfloat16 parameters "
+        f"with Kahan-compensated updates (`kahan_sum`, after Zamirai et al. 2020, Revisiting BFloat16 "
+        f"Training). Holds if, for every saver, its test loss is at most {WITHIN:.0%} above float32 AdamW's "
+        f"(95% interval of the paired difference of ln test loss below ln {1 + WITHIN:g}); does not hold if "
+        f"any interval lies wholly at or above it. bf16 parameters without compensation are shown for contrast.",
+        _memory_arms(task), _memory_checks, (TEST_LOSS, TEST_ACCURACY, STATE))
+
+
 def _claims() -> list[Claim]:
     digits_columns = (TEST_LOSS, TEST_ACCURACY)
     return [
@@ -275,11 +327,11 @@ def _claims() -> list[Claim]:
               f"−{ACCURACY_MARGIN:g}. Momentum without decay is shown for reference.",
               _claim2_arms, _claim2_checks, digits_columns),
         Claim(3, "momentum-low-lr", "Momentum makes little difference when the learning rate is low.", "digits",
-              f"The low lr is SGD's tuned lr / {LOW_LR_FACTOR}; momentum in the seeds' form v ← 0.9·v + 0.1·g "
-              f"(torch's dampening = momentum). Holds if the test losses with and without momentum are within "
-              f"{LITTLE:.0%} of each other (95% interval of the paired difference of ln test loss inside "
-              f"±ln {1 + LITTLE:g}); does not hold if it lies wholly outside. The tuned-lr pair and torch's "
-              f"undamped momentum (whose step is 10× larger) are shown for contrast.",
+              f"The low lr is SGD's tuned lr / {LOW_LR_FACTOR}; momentum in the tutorial (EWA) form "
+              f"v ← 0.9·v + 0.1·g (torch's dampening = momentum). Holds if the test losses with and without "
+              f"momentum are within {LITTLE:.0%} of each other (95% interval of the paired difference of ln test "
+              f"loss inside ±ln {1 + LITTLE:g}); does not hold if it lies wholly outside. The tuned-lr pair and "
+              f"torch's undamped momentum (whose step is 10× larger) are shown for contrast.",
               _claim3_arms, _claim3_checks, (MEAN_TRAIN_LOSS, *digits_columns)),
         Claim(4, "adopt-beats-adam", "ADOPT trains better than Adam on a small GPT-style language model.", "gpt",
               "Holds if ADOPT's test loss is lower than Adam's, each at its tuned lr (95% interval of the paired "
@@ -324,6 +376,8 @@ def _claims() -> list[Claim]:
               f"More stable: the spread of ln test loss over the grid (its standard deviation, per seed) is "
               f"smaller (interval below 0). Holds if both hold; does not hold if either fails.",
               _claim9_arms, _claim9_checks, digits_columns),
+        _memory_claim(10, "gpt", "character GPT"),
+        _memory_claim(11, "digits", "digits MLP"),
     ]
 
 
@@ -339,6 +393,6 @@ def select(names: list[str]) -> list[Claim]:
     for name in names:
         claim = CLAIMS.get(name) or by_number.get(name)
         if claim is None:
-            raise ValueError(f"Invalid claim: {name!r} (choose from 1–9 or {', '.join(CLAIMS)})")
+            raise ValueError(f"Invalid claim: {name!r} (choose from 1–{len(CLAIMS)} or {', '.join(CLAIMS)})")
         chosen.append(claim)
     return sorted({claim.key: claim for claim in chosen}.values(), key=lambda c: c.number)

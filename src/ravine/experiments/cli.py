@@ -22,11 +22,11 @@ QUICK_SEEDS = 3
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
-        "compare", help="rerun the seeds' optimizer claims on real data and report which hold",
-        description="Rerun the seeds' empirical claims about optimizers (digits MLP, character GPT on Python's "
+        "compare", help="rerun common claims about optimizers on real data and report which hold",
+        description="Rerun common empirical claims about optimizers (digits MLP, character GPT on Python's "
                     "standard library) over several seeds, and write report.md, figures, runs.json and runs.csv.")
     parser.add_argument("claims", nargs="*", metavar="CLAIM",
-                        help="claims to run, by number (1-9) or key (see --list); default: all")
+                        help="claims to run, by number or key (see --list); default: all")
     parser.add_argument("--seeds", type=int, default=None,
                         help=f"seeds 0..N-1 per arm (default {DEFAULT_SEEDS}, {QUICK_SEEDS} with --quick)")
     parser.add_argument("--quick", action="store_true",
@@ -64,7 +64,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if args.list:
         for claim in CLAIMS.values():
-            print(f"{claim.number}  {claim.key:30} {claim.statement}")
+            print(f"{claim.number:>2}  {claim.key:30} {claim.statement}")
         return 0
     try:
         claims, device = _check_args(args)
@@ -101,7 +101,7 @@ def run_compare(args: argparse.Namespace) -> int:
         write_outputs(outcomes, folder, seeds, args.quick, str(device), meta)
     width = max(len(o.claim.key) for o in outcomes)
     for o in outcomes:
-        print(f"{o.claim.number}  {o.claim.key:{width}}  {o.verdict}")
+        print(f"{o.claim.number:>2}  {o.claim.key:{width}}  {o.verdict}")
     print(f"\nwrote {out}/report.md, runs.json, runs.csv and {len(outcomes)} figures "
           f"({meta['seconds']:.0f} s)", file=sys.stderr)
     return 0

@@ -12,7 +12,7 @@ SMOOTHING = 0.9  # β of the bias-corrected EWA that smooths training-loss curve
 
 
 def smoothed(values: list[float], beta: float = SMOOTHING) -> list[float]:
-    """The seeds' exponentially weighted average with bias correction, after each value."""
+    """The exponentially weighted average with bias correction, after each value."""
     return EWA(beta).smooth(values)
 
 

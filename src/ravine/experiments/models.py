@@ -65,3 +65,17 @@ class CharGPT(nn.Module):
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         x = self.blocks(self.token(tokens) + self.position(positions))
         return self.norm(x) @ self.token.weight.T  # logits over the vocabulary
+
+
+class LowPrecision(nn.Module):
+    """``model`` with its parameters in ``dtype``: floating inputs are cast to ``dtype`` on the way in, and the
+    logits back to float32 on the way out, so the loss and the evaluation are computed as for float32."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model.to(dtype), dtype
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.is_floating_point():
+            inputs = inputs.to(self.dtype)
+        return self.model(inputs).float()

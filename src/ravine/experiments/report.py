@@ -12,6 +12,7 @@ import math
 import platform
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,10 @@ def format_state_memory(outcomes: Sequence[Outcome]) -> str:
     for outcome in outcomes:
         for arm in outcome.arms:
             run = outcome.runs[arm.label][0]
-            options = ", ".join(f"{k}={v:g}" for k, v in arm.options if k != "weight_decay")
-            rows.setdefault((outcome.claim.task, f"{arm.optimizer}({options})"), run)
+            options = replace(arm, options=tuple((k, v) for k, v in arm.options if k != "weight_decay"))
+            name = f"{arm.optimizer}({options.options_text()})"
+            name += f", {arm.dtype} parameters" if arm.dtype != "float32" else ""
+            rows.setdefault((outcome.claim.task, name), run)
     lines = ["## Optimizer state memory", "",
              "Measured after training: the bytes of every tensor in `optimizer.state_dict()['state']`.", "",
              "| task | optimizer | parameters | state bytes | bytes / parameter |", "|---|---|---:|---:|---:|"]
@@ -98,7 +101,7 @@ def format_report(outcomes: Sequence[Outcome], seeds: Sequence[int], quick: bool
     summary = ["| # | claim | verdict |", "|---:|---|---|"]
     summary += [f"| {o.claim.number} | [{o.claim.statement}](#{o.claim.number}-{_anchor(o.claim.statement)}) | "
                 f"{VERDICT_MARK[o.verdict]} |" for o in outcomes]
-    head = (f"# ravine compare: the seeds' claims, rerun\n\n"
+    head = (f"# ravine compare: claims about optimizers, rerun\n\n"
             f"Mode: {mode} ({budgets}); seeds {_seed_text(seeds)}; device {device}; {environment()}.\n"
             f"Learning rates come from the sweep shipped in `ravine/experiments/tuned.json` (rerun it with "
             f"`ravine compare --tune`) or from the rule a criterion states. Tables show mean ± std over seeds; "

@@ -12,17 +12,20 @@ import torch
 
 import ravine
 from ravine import schedules
+from ravine.experiments.models import LowPrecision
 from ravine.experiments.tasks import Task, chance_loss, cross_entropy
 
 DIVERGENCE_FACTOR = 2.0  # a run has diverged once its loss is non-finite or above 2 × the chance loss
 WARMUP_FRACTION = 0.1  # warmup_cosine warms up over the first 10% of the steps
 STEP_DECAY = (3, 0.1)  # step decay: lr × 0.1 at each third of the run (two drops)
+PARAMETER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class Arm:
     """What is being compared: an optimizer (a :func:`ravine.create_optimizer` name and its options), an lr,
-    a schedule (``constant``, ``cosine``, ``step`` or ``warmup_cosine``) and an optional clipping norm."""
+    a schedule (``constant``, ``cosine``, ``step`` or ``warmup_cosine``), an optional clipping norm, and the
+    dtype of the model's parameters (``float32``, or ``bfloat16`` for pure-bf16 training)."""
 
     label: str
     optimizer: str
@@ -30,25 +33,37 @@ class Arm:
     options: tuple[tuple[str, Any], ...] = ()
     schedule: str = "constant"
     clip: float | None = None
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Invalid schedule: {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"Invalid lr: {self.lr} (lr must be a finite number > 0)")
+        if self.dtype not in PARAMETER_DTYPES:
+            raise ValueError(f"Invalid dtype: {self.dtype!r} (choose from {', '.join(PARAMETER_DTYPES)})")
+        if self.clip is not None and self.kwargs.get("step_in_backward"):
+            raise ValueError(f"Invalid clip: {self.clip} (global-norm clipping needs every gradient before the "
+                             "step; with step_in_backward use the optimizer's clip_in_backward option)")
 
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.options)
 
+    def options_text(self) -> str:
+        """``weight_decay=0.01, state_dtype=int8`` — the optimizer's options as written in the report."""
+        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.options)
+
     def describe(self) -> str:
         """``adam(lr=0.001, weight_decay=0.01), cosine, clip 1`` — everything that defines the arm."""
-        options = "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}" for k, v in self.options)
-        text = f"{self.optimizer}(lr={self.lr:.3g}{options})"
+        options = self.options_text()
+        text = f"{self.optimizer}(lr={self.lr:.3g}{', ' + options if options else ''})"
         if self.schedule != "constant":
             text += f", {self.schedule} schedule"
         if self.clip is not None:
             text += f", grad-norm clip {self.clip:g}"
+        if self.dtype != "float32":
+            text += f", {self.dtype} parameters"
         return text
 
 
@@ -102,6 +117,8 @@ def train(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: 
     device = torch.device(device)
     started = time.perf_counter()
     model = task.model(seed, device)
+    if arm.dtype != "float32":
+        model = LowPrecision(model, PARAMETER_DTYPES[arm.dtype])
     generator = torch.Generator().manual_seed(seed)
     optimizer = ravine.create_optimizer(arm.optimizer, model, lr=arm.lr, **arm.kwargs)
     scheduler = schedules.ScheduleLR(optimizer, lambda lr: SCHEDULES[arm.schedule](lr, steps))
