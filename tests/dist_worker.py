@@ -43,10 +43,14 @@ BASE = {
     "MuonWithAuxAdam": (None, {}),
     "ScheduleFreeAdamW": (None, {"lr": 0.01, "warmup_steps": 5, "weight_decay": 0.01}),
     "Adafactor": (ravine.Adafactor, {"lr": 0.01}),
+    "AdamW-int8": (ravine.AdamW, {"lr": 0.01, "state_dtype": "int8"}),  # 8-bit state: codes + block maxima
+    "AdamW-bf16state": (ravine.AdamW, {"lr": 0.01, "state_dtype": torch.bfloat16}),  # stochastic rounding
 }
-# Row/column statistics of a slice are not the matrix's: FSDP2-sharded matrices are refused, with an error.
-# (Muon's Newton–Schulz gathers each sharded matrix on one owner rank instead: ravine.engine.sharded.)
-REFUSES_SHARDS = {"Adafactor"}
+# Refused on FSDP2 shards, with the error that says why: row/column statistics of a slice are not the matrix's
+# (Muon's Newton–Schulz gathers each sharded matrix on one owner rank instead: ravine.engine.sharded); compact
+# state is encoded per tensor, in blocks a shard would cut.
+REFUSES_SHARDS = {"Adafactor": r"cannot factor a sharded", "AdamW-int8": r"state_dtype='int8'.*FSDP2 shards",
+                  "AdamW-bf16state": r"state_dtype='bfloat16'.*FSDP2 shards"}
 PATHS = {"per-tensor": {"foreach": False}, "multi-tensor": {"foreach": True}, "fused": {"fused": True}}
 
 
@@ -199,7 +203,7 @@ def refusal(name: str, path: str) -> str:
     model, optimizer = sharded(name, path)
     try:
         train_step(model, optimizer, 0, slice(None))
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:
         return str(error)
     return ""
 

@@ -136,6 +136,44 @@ def test_compact_state_resumes_bit_for_bit(state_dtype, path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("state_dtype", ["int8", torch.bfloat16])
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_compact_state_resumes_bit_for_bit_through_a_distributed_checkpoint(state_dtype, tmp_path):
+    # torch.distributed.checkpoint in one process: get_state_dict flattens the codes and block maxima under
+    # the parameters' names, dcp.save writes them, dcp.load + set_state_dict put them back exactly.
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3))
+        return model, ravine.AdamW(model.parameters(), lr=1e-2, state_dtype=state_dtype)
+
+    def train(model, optimizer, steps):
+        for step in steps:
+            x = torch.randn(8, 24, generator=torch.Generator().manual_seed(step))
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+
+    model, optimizer = model_and_optimizer()
+    train(model, optimizer, range(6))
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    assert any(key.endswith("exp_avg_absmax") for key in optim_sd["state"]["0.weight"]) == (state_dtype == "int8")
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp_path / "ckpt"))
+    train(model, optimizer, range(6, 12))
+    fresh_model, fresh = model_and_optimizer()
+    model_sd, optim_sd = get_state_dict(fresh_model, fresh)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(tmp_path / "ckpt"))
+    set_state_dict(fresh_model, fresh, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    train(fresh_model, fresh, range(6, 12))
+    for a, b in zip(model.parameters(), fresh_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(optimizer.state.values(), fresh.state.values(), strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_state_dtype_is_a_group_option_saved_with_the_checkpoint_and_switchable_between_steps():
     params = _params()
     plain = _train(ravine.Adam, params)
@@ -160,6 +198,55 @@ def test_state_dtype_is_a_group_option_saved_with_the_checkpoint_and_switchable_
     restored = again.state[again.param_groups[0]["params"][0]]
     assert torch.equal(restored["exp_avg"], state["exp_avg"])
     assert torch.equal(restored["exp_avg_absmax"], state["exp_avg_absmax"])
+
+
+def _decoded(state: dict, key: str, shape) -> torch.Tensor:
+    if compact.is_quantized(state, key):
+        return compact.dequantize(state[key], state[key + compact.ABSMAX], shape)
+    return state[key].float()
+
+
+STORAGES = [None, "int8", torch.bfloat16]
+
+
+@pytest.mark.parametrize("path", [{"foreach": False}, {"foreach": True}, {"fused": True}],
+                         ids=["per-tensor", "multi-tensor", "fused"])
+@pytest.mark.parametrize(("first", "second"), [(a, b) for a in STORAGES for b in STORAGES if a is not b],
+                         ids=lambda s: str(s).removeprefix("torch."))
+def test_changing_state_dtype_between_steps_converts_the_state(first, second, path):
+    # Every direction, on every path: the next step decodes the old storage, and stores in the new one only
+    # (no block maxima left behind, the fused path's flat buffers rebuilt). Zero gradients make the step
+    # m ← 0.9·m, so the converted moment can be checked against the one before the change.
+    params = _params()
+    optimizer = _train(ravine.AdamW, params, steps=3, state_dtype=first, **path)
+    before = [_decoded(optimizer.state[p], "exp_avg", p.shape) for p in params]
+    optimizer.param_groups[0]["state_dtype"] = second
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    fresh = _train(ravine.AdamW, _params(), steps=1, state_dtype=second, **path)
+    # int8: half a code step; bfloat16: one ulp for each of two stochastic roundings (conversion, step)
+    tolerance = {None: 1e-6, "int8": 2**-4, torch.bfloat16: 2**-6}[second]
+    for p, q, m in zip(params, fresh.param_groups[0]["params"], before, strict=True):
+        state, expected = optimizer.state[p], fresh.state[q]
+        assert {k: (v.dtype, v.shape) for k, v in state.items()} == {
+            k: (v.dtype, v.shape) for k, v in expected.items()}
+        torch.testing.assert_close(_decoded(state, "exp_avg", p.shape), m * 0.9, rtol=tolerance, atol=1e-4)
+    optimizer.step()  # and it goes on stepping in the new storage
+    assert all(torch.isfinite(p).all() for p in params)
+    assert optimizer.param_groups[0]["state_dtype"] == compact_name(second)  # a dtype set by hand: its name
+
+
+def compact_name(state_dtype) -> str | None:
+    return None if state_dtype is None else str(state_dtype).removeprefix("torch.")
+
+
+def test_a_bad_state_dtype_set_between_steps_is_refused_by_name():
+    params = _params()
+    optimizer = _train(ravine.AdamW, params, steps=1)
+    optimizer.param_groups[0]["state_dtype"] = "bf16"
+    with pytest.raises(ValueError, match="Invalid state_dtype: 'bf16'"):
+        optimizer.step()
 
 
 def test_loading_compact_state_copies_it_out_of_the_checkpoint():

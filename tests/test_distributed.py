@@ -47,7 +47,7 @@ def test_ddp_zero_fsdp2_and_dcp_match_a_single_process(results, key):
     runs = torch.load(results / f"{key}.pt", weights_only=True)
     reference = single_process(name, path)
     if name in dist_worker.REFUSES_SHARDS:
-        assert re.search(r"cannot factor a sharded", runs["fsdp_error"]), runs["fsdp_error"]
+        assert re.search(dist_worker.REFUSES_SHARDS[name], runs["fsdp_error"]), runs["fsdp_error"]
     for scenario in ("ddp", "zero") if name in dist_worker.REFUSES_SHARDS else ("ddp", "zero", "fsdp"):
         for i, (a, b) in enumerate(zip(reference, runs[scenario], strict=True)):
             torch.testing.assert_close(b, a, **TOL, msg=lambda m, s=scenario, i=i: f"{key} {s} param {i}: {m}")

@@ -27,9 +27,9 @@ class RMSprop(Optimizer):
     Source: Tieleman & Hinton, "Lecture 6.5 — RMSprop", COURSERA: Neural Networks for Machine Learning (2012);
     centered form from Graves, "Generating Sequences With Recurrent Neural Networks" (2013). ε is outside the
     square root and lr outside the momentum buffer, as in torch. ``bias_correction=True`` divides the square
-    average by ``1 − αᵗ`` (the bias-corrected form some tutorials teach, as Adam does for its second moment). Only S is corrected:
-    correcting ḡ too would make the centered variance exactly zero on the first step (Ŝ = ĝ² = g²) and the
-    step g/ε explode. With the default ``False`` the result is bit-identical to torch.
+    average by ``1 − αᵗ`` (the bias-corrected form some tutorials teach, as Adam does for its second moment).
+    Only S is corrected: correcting ḡ too would make the centered variance exactly zero on the first step
+    (Ŝ = ĝ² = g²) and the step g/ε explode. With the default ``False`` the result is bit-identical to torch.
     State: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
     """
 

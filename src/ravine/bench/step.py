@@ -58,8 +58,13 @@ BYTES_PER_PARAM = {
     "AdEMAMix": 36,  # AdamW plus the slow EMA, read and written
     "Schedule-Free AdamW": 28,  # z and v instead of m and v
     "WeightEMA(AdamW)": 36,  # AdamW plus the average, read and written
+    "AdamW int8 state": 16,  # two 1-byte codes read and written (+ a float32 maximum per 256 elements)
+    "AdamW bf16 state": 20,  # two 2-byte moments read and written
 }
-WRAPPED = {"Lookahead(AdamW)": "AdamW", "WeightEMA(AdamW)": "AdamW"}  # wrapper rows: their bare inner variant
+# Rows with a bare counterpart (their "× bare step" column): wrappers and compact state against plain AdamW.
+BARE_VARIANT = {"Lookahead(AdamW)": "AdamW", "WeightEMA(AdamW)": "AdamW", "AdamW int8 state": "AdamW",
+                "AdamW bf16 state": "AdamW"}
+COMPACT = {"AdamW int8 state": "int8", "AdamW bf16 state": torch.bfloat16}  # state_dtype of each such row
 COPY_BYTES = 12  # a.add_(b): read a and b, write a
 
 
@@ -112,7 +117,7 @@ def _ravine(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimizer]:
 
 
 # The reference each ratio column divides by: torch's fused step, torch's default step, and for a wrapper
-# (Lookahead) the bare inner optimizer's fused step.
+# (Lookahead, WeightEMA) the bare inner optimizer's fused step, for compact state the float32-state step.
 TORCH_FUSED, TORCH_DEFAULT, BARE = "torch fused", "torch default", "bare inner fused"
 REFERENCES = (TORCH_FUSED, TORCH_DEFAULT, BARE)
 
@@ -127,14 +132,19 @@ def candidates(device: str) -> dict[str, dict[str, Callable[[list], torch.optim.
                            BARE: _ravine("AdamW", fused=True),
                            "torch fused + AveragedModel": _AveragedModelStep}
             continue
+        if name in COMPACT:
+            table[name] = {"ravine fused": _ravine("AdamW", fused=True, state_dtype=COMPACT[name]),
+                           "ravine default": _ravine("AdamW", state_dtype=COMPACT[name]),
+                           BARE: _ravine("AdamW", fused=True), TORCH_FUSED: _torch_optim("AdamW", fused=True)}
+            continue
         row = {"ravine fused": _ravine(name, fused=True), "ravine default": _ravine(name)}
         if _torch_class(name) is not None:
             row["torch for-loop"] = _torch_optim(name, foreach=False)
             row["torch foreach"] = _torch_optim(name, foreach=True)
             if name in ("Momentum", "Adam", "AdamW") or (name == "Adagrad" and device == "cpu"):
                 row[TORCH_FUSED] = _torch_optim(name, fused=True)
-        if name in WRAPPED:
-            row[BARE] = _ravine(WRAPPED[name], fused=True)
+        if name in BARE_VARIANT:
+            row[BARE] = _ravine(BARE_VARIANT[name], fused=True)
         table[name] = row
     try:
         import lion_pytorch
@@ -319,7 +329,7 @@ def markdown(result: dict[str, Any]) -> str:
         ratios = " | ".join(f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "" for c in REFERENCES)
         lines.append(
             f"| {r['algorithm']} | {r['implementation']} | {r['ms']:.1f} | {r['gb_per_s']:.1f} | "
-            f"{100 * r['fraction_of_copy']:.0f}% | {ratios} | {r['state_bytes_per_param']:.0f} | "
+            f"{100 * r['fraction_of_copy']:.0f}% | {ratios} | {r['state_bytes_per_param']:.2f} | "
             f"{r['first_step_s']:.1f} |"
         )
     return "\n".join(lines)

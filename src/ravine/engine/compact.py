@@ -214,7 +214,8 @@ def storage_matches(state: dict[str, Any], storage: str, skip: tuple[str, ...] |
                 and not k.endswith(ABSMAX)]
     if storage == "int8":  # every floating state tensor is already codes (and block maxima)
         return not floating
-    return all(v.dtype == getattr(torch, storage) for v in floating)
+    quantized = any(is_quantized(state, k) for k in state)
+    return not quantized and all(v.dtype == getattr(torch, storage) for v in floating)
 
 
 __all__ = ["BLOCK", "NARROW_FLOATS", "decode", "dequantize", "encode", "key_seed", "quantize",

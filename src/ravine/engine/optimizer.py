@@ -176,6 +176,7 @@ class Optimizer(torch.optim.Optimizer):
         self._fused = FusedRunner(self)
         self._fold: Fold | None = None
         self._backward = InBackward(self)
+        self._stored_as: dict[int, Any] = {}  # per param group: the state_dtype its state is stored in
         super().__init__(params, defaults)
         # torch's GradScaler contract for fused optimizers: it sets grad_scale/found_inf and calls step();
         # the fused kernel unscales as it reads the gradients instead of a separate pass.
@@ -319,6 +320,7 @@ class Optimizer(torch.optim.Optimizer):
         self._fused = FusedRunner(self)  # flat buffers and compiled-step caches are rebuilt after unpickling
         self._fold = None
         self._backward = InBackward(self)
+        self._stored_as = {}
         for group in self.param_groups:
             if group.get("step_in_backward"):
                 self._backward.attach(group["params"])
@@ -408,6 +410,7 @@ class Optimizer(torch.optim.Optimizer):
         own values in the dtype :meth:`compute_dtype` gives.
         """
         super().load_state_dict(state_dict)
+        self._stored_as = {}  # the groups are new, and their state is stored as their state_dtype says
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         params = [(p, self.options(group)) for group in self.param_groups for p in group["params"]]
         for saved_id, (p, group) in zip(saved_ids, params, strict=False):
@@ -415,7 +418,12 @@ class Optimizer(torch.optim.Optimizer):
             saved = state_dict["state"].get(saved_id, {})
             storage = self.state_storage(p, group)
             if storage is not None or any(compact.is_quantized(saved, key) for key in saved):
-                self.state[p] = self._compact_loaded(p, saved, storage, dtype)
+                # copies in the checkpoint's own dtypes (the optimizer must not write into the caller's dict)
+                loaded = {key: value.to(p.device, copy=True) if torch.is_tensor(value) else value
+                          for key, value in saved.items()}
+                if "step" in saved:
+                    loaded["step"] = self.state[p]["step"]  # placed and typed by torch's rules
+                self.state[p] = self._stored_in(p, loaded, storage, dtype)
                 continue
             for key, value in saved.items():
                 if key in ("step", eager.COMPENSATION):
@@ -423,24 +431,35 @@ class Optimizer(torch.optim.Optimizer):
                 if torch.is_tensor(value) and value.is_floating_point() and dtype != p.dtype:
                     self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
 
-    def _compact_loaded(self, p: Tensor, saved: dict[str, Any], storage: str | None,
-                        dtype: torch.dtype) -> dict[str, Any]:
-        """A loaded state in this optimizer's storage: bit for bit when the checkpoint already holds it,
-        otherwise decoded and encoded again (a float32 checkpoint resumed with ``state_dtype="int8"``)."""
+    def _stored_in(self, p: Tensor, state: dict[str, Any], storage: str | None,
+                   dtype: torch.dtype) -> dict[str, Any]:
+        """``p``'s ``state`` in ``storage``: as it is when it already is (a checkpoint resumes bit for bit),
+        otherwise decoded to ``dtype`` and encoded again (a float32 checkpoint resumed with ``state_dtype="int8"``,
+        or ``state_dtype`` changed between steps). Returns a new dict when anything changed."""
         skip = self.unencoded_state
-        # copies in the checkpoint's own dtypes (the optimizer must not write into the caller's state dict)
-        loaded = {key: value.to(p.device, copy=True) if torch.is_tensor(value) else value
-                  for key, value in saved.items()}
-        if "step" in saved:
-            loaded["step"] = self.state[p]["step"]  # placed and typed by torch's rules
-        if storage is not None and compact.storage_matches(loaded, storage, skip):
-            return loaded
-        work = compact.decode(loaded, p.shape, dtype, skip)
+        if storage is not None and compact.storage_matches(state, storage, skip):
+            return state
+        work = compact.decode(state, p.shape, dtype, skip)
         if storage is None:
             return work
         stored: dict[str, Any] = {}
         compact.encode(work, stored, storage, p.shape, self.nonnegative_state, skip, seed=0)
         return stored
+
+    def _follow_state_dtype(self, loaded_group: dict[str, Any], group: ChainMap[str, Any]) -> None:
+        """Re-store a group's state when its ``state_dtype`` changed since the group's last step (a change
+        takes effect at the next step, on every path: the fused path rebuilds its buffers from the new state).
+        A dtype set by hand (``torch.bfloat16``) is checked and kept as its name, as the constructor does."""
+        name = group["state_dtype"]
+        before = self._stored_as.setdefault(id(loaded_group), name)
+        if before == name:
+            return
+        name = loaded_group["state_dtype"] = check_state_dtype(name)  # set by hand: checked, kept as a name
+        for p in group["params"]:
+            if self.state.get(p):
+                self.state[p] = self._stored_in(p, self.state[p], self.state_storage(p, group),
+                                                self.compute_dtype(p, group))
+        self._stored_as[id(loaded_group)] = name
 
     @eager_only  # a compiled training step calls this eagerly; fused=True is the compiled path
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -520,6 +539,7 @@ class Optimizer(torch.optim.Optimizer):
         """One parameter's update, as soon as backward produced its gradient (step_in_backward)."""
         self.check_param(p)
         self._check_storage(p, group)
+        self._follow_state_dtype(loaded_group, group)
         self._ensure_state(p, hp, group)
         update_one(self, p, group, hp)
 
@@ -601,6 +621,7 @@ class Optimizer(torch.optim.Optimizer):
         if not params:
             return
         has_sparse = False
+        self._follow_state_dtype(loaded_group, group)
         checks = "check_param" in self.overrides or group["state_dtype"] is not None
         for p in params:
             if checks or p.grad.is_sparse:  # the base check refuses only sparse gradients
