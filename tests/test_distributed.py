@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE))
 import dist_worker  # noqa: E402
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}  # float32 all-reduce / reduce-scatter order
+SR_TOL = {"rtol": 2e-2, "atol": 1e-3}  # other random bits for bfloat16 state: a few bfloat16 ulps after 20 steps
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,11 @@ def test_ddp_zero_fsdp2_and_dcp_match_a_single_process(results, key):
     if name in dist_worker.REFUSES_SHARDS:
         assert re.search(dist_worker.REFUSES_SHARDS[name], runs["fsdp_error"]), runs["fsdp_error"]
     for scenario in ("ddp", "zero") if name in dist_worker.REFUSES_SHARDS else ("ddp", "zero", "fsdp"):
+        # The fused path draws bfloat16 state's stochastic rounding from the position in its flat buffer, and
+        # ZeRO's buffer holds only the rank's parameters: the same distribution of rounding, other draws.
+        tol = SR_TOL if (name, path, scenario) == ("AdamW-bf16state", "fused", "zero") else TOL
         for i, (a, b) in enumerate(zip(reference, runs[scenario], strict=True)):
-            torch.testing.assert_close(b, a, **TOL, msg=lambda m, s=scenario, i=i: f"{key} {s} param {i}: {m}")
+            torch.testing.assert_close(b, a, **tol, msg=lambda m, s=scenario, i=i: f"{key} {s} param {i}: {m}")
     # ZeRO's consolidated state dict, and a DCP checkpoint saved on 2 ranks, each loaded into a fresh model and
     # optimizer, continue exactly as the uninterrupted runs.
     for full, resumed in (("zero", "zero_resumed"), ("fsdp", "dcp")):

@@ -451,10 +451,12 @@ class Optimizer(torch.optim.Optimizer):
         takes effect at the next step, on every path: the fused path rebuilds its buffers from the new state).
         A dtype set by hand (``torch.bfloat16``) is checked and kept as its name, as the constructor does."""
         name = group["state_dtype"]
+        if name is not None and not isinstance(name, str):  # a dtype set by hand, or by ZeRO's group sync
+            name = loaded_group["state_dtype"] = check_state_dtype(name)
         before = self._stored_as.setdefault(id(loaded_group), name)
         if before == name:
             return
-        name = loaded_group["state_dtype"] = check_state_dtype(name)  # set by hand: checked, kept as a name
+        check_state_dtype(name)  # a new value set by hand: a bad one is refused by name
         for p in group["params"]:
             if self.state.get(p):
                 self.state[p] = self._stored_in(p, self.state[p], self.state_storage(p, group),
@@ -537,9 +539,9 @@ class Optimizer(torch.optim.Optimizer):
 
     def _update_one(self, p: Tensor, loaded_group: dict[str, Any], group: ChainMap[str, Any], hp: Hyper) -> None:
         """One parameter's update, as soon as backward produced its gradient (step_in_backward)."""
+        self._follow_state_dtype(loaded_group, group)
         self.check_param(p)
         self._check_storage(p, group)
-        self._follow_state_dtype(loaded_group, group)
         self._ensure_state(p, hp, group)
         update_one(self, p, group, hp)
 
