@@ -249,6 +249,27 @@ def test_a_bad_state_dtype_set_between_steps_is_refused_by_name():
         optimizer.step()
 
 
+def test_fused_8bit_state_in_chunks_and_a_partial_last_block_matches_the_eager_path(monkeypatch):
+    # The fused 8-bit step runs whole blocks in chunks (here of 512 elements, instead of 1 M) and a tensor's
+    # partial last block in a call of its own; a tensor that fills its blocks exactly has no such call.
+    from ravine.engine import fused as fused_module
+
+    monkeypatch.setattr(fused_module, "CHUNK", 512)
+    shapes = [(1300,), (4, 256), (100,)]  # chunks + tail, exact blocks, tail only
+    results = []
+    for path in ({"fused": True}, {"foreach": False}):
+        params = _params(shapes=shapes)
+        optimizer = _train(ravine.AdamW, params, steps=4, state_dtype="int8", **path)
+        results.append((params, optimizer))
+    (fused, fused_opt), (eager, eager_opt) = results
+    for p, q in zip(fused, eager, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+        for key in ("exp_avg", "exp_avg_sq"):
+            a = _decoded(fused_opt.state[p], key, p.shape)
+            b = _decoded(eager_opt.state[q], key, q.shape)
+            torch.testing.assert_close(a, b, rtol=2**-3, atol=1e-6)  # at most a code apart
+
+
 def test_loading_compact_state_copies_it_out_of_the_checkpoint():
     p = torch.randn(300, requires_grad=True)
     optimizer = ravine.ScheduleFreeAdamW([p], lr=1e-2, state_dtype="int8")  # z stays full precision

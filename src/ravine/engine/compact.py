@@ -61,17 +61,23 @@ def blocks_for(numel: int) -> int:
     return max(1, -(-numel // BLOCK))
 
 
-def quantize(x: Tensor, *, nonnegative: bool, blocks: Any = None) -> tuple[Tensor, Tensor]:
-    """Codes ``(blocks, BLOCK)`` and block maxima ``(blocks,)`` of ``x`` (any shape, float32)."""
+def quantize(x: Tensor, *, nonnegative: bool, blocks: Any = None, aligned: bool = False) -> tuple[Tensor, Tensor]:
+    """Codes ``(blocks, BLOCK)`` and block maxima ``(blocks,)`` of ``x`` (any shape, float32).
+
+    ``aligned``: ``x`` fills its blocks exactly (no padding; inside a compiled step the padding of a symbolic
+    length costs a masked load per vector even when it is 0)."""
     flat = x.reshape(-1).float()
     if blocks is None:
         blocks = blocks_for(flat.numel())
-    flat = torch.nn.functional.pad(flat, (0, blocks * BLOCK - flat.numel())).view(blocks, BLOCK)
+    if not aligned:
+        flat = torch.nn.functional.pad(flat, (0, blocks * BLOCK - flat.numel()))
+    flat = flat.view(blocks, BLOCK)
     if nonnegative:
         flat = flat.clamp_min(0).sqrt()
     magnitude = flat.abs()
     absmax = magnitude.amax(1)
-    y = magnitude / torch.where(absmax > 0, absmax, 1.0).unsqueeze(1)
+    # one reciprocal per block and a multiply per element (a division per element costs several times more)
+    y = magnitude * torch.where(absmax > 0, 1.0 / absmax, 1.0).unsqueeze(1)
     if nonnegative:
         return _magnitude_code(y, _UNSIGNED_MANTISSA, _UNSIGNED_TOP).to(torch.uint8), absmax
     code = _magnitude_code(y, _SIGNED_MANTISSA, _SIGNED_TOP)
@@ -101,8 +107,10 @@ def quantize_in_chunks(x: Tensor, *, nonnegative: bool) -> tuple[Tensor, Tensor]
     return codes, absmax
 
 
-def dequantize(codes: Tensor, absmax: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
-    """The float32 tensor of ``shape`` that ``codes`` and ``absmax`` (from :func:`quantize`) stand for."""
+def dequantize(codes: Tensor, absmax: Tensor, shape: torch.Size | tuple[int, ...],
+               aligned: bool = False) -> Tensor:
+    """The float32 tensor of ``shape`` that ``codes`` and ``absmax`` (from :func:`quantize`) stand for
+    (``aligned``: the tensor fills its blocks exactly)."""
     numel = 1
     for size in shape:
         numel *= size
@@ -113,7 +121,7 @@ def dequantize(codes: Tensor, absmax: Tensor, shape: torch.Size | tuple[int, ...
     else:
         magnitude = _magnitude_value(wide.abs(), _SIGNED_MANTISSA, _SIGNED_TOP) * absmax.unsqueeze(1)
         values = torch.where(wide < 0, -magnitude, magnitude)
-    return values.reshape(-1)[:numel].view(shape)
+    return values.reshape(shape) if aligned else values.reshape(-1)[:numel].view(shape)
 
 
 # ---- stochastic rounding to bfloat16 ----------------------------------------------------------------------

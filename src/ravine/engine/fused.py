@@ -156,16 +156,18 @@ class FusedRunner:
                 if layout is None:
                     layout = self.layouts[p.numel()] = segment_layout([p.numel()], p.device)
                 self._compiled(p.view(-1), p.grad.view(-1), plain, group, hp, extra, layout,
-                               quantized=quantized or None)
-            else:  # elementwise: large tensors in chunks of whole blocks, so the kernel's temporaries stay small
-                param, grad = p.view(-1), p.grad.view(-1)
-                for start in range(0, max(p.numel(), 1), CHUNK):
-                    stop = start + CHUNK
+                               quantized=quantized or None, aligned=p.numel() % compact.BLOCK == 0)
+            else:  # elementwise: large tensors in chunks of whole blocks, so the kernel's temporaries stay small;
+                # the blocks a tensor fills exactly in aligned calls, a partial last block in a call of its own
+                param, grad, numel = p.view(-1), p.grad.view(-1), p.numel()
+                body = numel - numel % compact.BLOCK
+                bounds = [(start, min(start + CHUNK, body)) for start in range(0, body, CHUNK)]
+                for start, stop in bounds + ([(body, numel)] if body < numel else []):
                     chunk = {k: v[start:stop] for k, v in plain.items()}
-                    first, last = start // compact.BLOCK, -(-min(stop, p.numel()) // compact.BLOCK)
+                    first, last = start // compact.BLOCK, -(-stop // compact.BLOCK)
                     codes = {k: (c[first:last], a[first:last]) for k, (c, a) in quantized.items()}
                     self._compiled(param[start:stop], grad[start:stop], chunk, group, hp, extra, None,
-                                   quantized=codes or None)
+                                   quantized=codes or None, aligned=stop <= body)
             if opt.step_counter:
                 state["step"] += 1
 
@@ -191,7 +193,8 @@ class FusedRunner:
 
     def _compiled(self, param: Tensor, grad: Tensor, state: dict[str, Tensor], group: dict[str, Any], hp: Hyper,
                   extra: dict[str, Any], layout: SegmentLayout | None, average: Tensor | None = None, *,
-                  write_back: bool = False, quantized: dict[str, tuple[Tensor, Tensor]] | None = None) -> None:
+                  write_back: bool = False, quantized: dict[str, tuple[Tensor, Tensor]] | None = None,
+                  aligned: bool = False) -> None:
         """Call the compiled step with this group's hyperparameters as cached tensors."""
         opt = self.optimizer
         storage = opt.state_storage(param, group)
@@ -205,6 +208,8 @@ class FusedRunner:
         if storage is not None:
             statics["state_storage"] = storage
             statics["nonnegative_state"] = opt.nonnegative_state
+        if quantized:
+            statics["state_aligned"] = aligned
         if average is not None:
             statics["average_write_back"] = write_back
         with torch._dynamo.config.patch(recompile_limit=128):
