@@ -208,12 +208,26 @@ def refusal(name: str, path: str) -> str:
     return ""
 
 
+def step_in_backward_refusal(rows) -> str:
+    """The error step_in_backward raises under DDP (it would update with each rank's own gradient)."""
+    model = DistributedDataParallel(make_model())
+    optimizer = ravine.AdamW(model.parameters(), lr=0.01, step_in_backward=True)
+    try:
+        train_step(model, optimizer, 0, rows)
+    except RuntimeError as error:
+        return str(error)
+    return ""
+
+
 def main(folder: Path, only: list[str]) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     share = GLOBAL_BATCH // world
     rows = slice(rank * share, (rank + 1) * share)
     try:
+        refusal_text = step_in_backward_refusal(rows)
+        if rank == 0:
+            (folder / "step_in_backward_refusal.txt").write_text(refusal_text)
         for key, (name, path) in CONFIGS.items():
             if only and key not in only:
                 continue

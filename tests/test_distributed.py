@@ -64,6 +64,11 @@ def test_ddp_zero_fsdp2_and_dcp_match_a_single_process(results, key):
             assert torch.equal(a, b), f"{key}: {resumed} differs from the uninterrupted {full} run"
 
 
+def test_step_in_backward_refuses_data_parallelism_by_name(results):
+    text = (results / "step_in_backward_refusal.txt").read_text()
+    assert "step_in_backward=True" in text and "DDP or FSDP2" in text and "ordinary step" in text
+
+
 def test_fsdp_example_trains_and_resumes_from_its_checkpoint(tmp_path):
     def run(*extra):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -16,7 +16,8 @@ lets schedulers move on; it never updates a parameter twice.
   clipped). That norm is saved with the parameter groups (``previous_grad_norm``).
 * **Refused**, because a step must see every gradient before it changes any parameter: ``skip_nonfinite``
   (refused at construction), GradScaler (its ``step`` raises), and algorithms that drive their own loop
-  (LBFGS).
+  (LBFGS); and data parallelism (several processes, or FSDP2's DTensor parameters), whose reduction of the
+  gradients across ranks comes after the hook.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ if TYPE_CHECKING:
     from ravine.engine.optimizer import Optimizer
 
 CLIP_RULES = ("per_tensor", "previous_global_norm")
+
+
+def check_single_process(p: Tensor) -> None:
+    """Refuse data parallelism: the hook would update with this process's own gradient, before DDP or FSDP2
+    average it across ranks (and DDP's buckets hold every gradient anyway, so nothing would be saved)."""
+    import torch.distributed as dist
+
+    if type(p) not in (Tensor, torch.nn.Parameter) or (
+            dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        raise RuntimeError(
+            "step_in_backward=True updates each parameter with this process's gradient as backward produces "
+            "it, before DDP or FSDP2 can average it across ranks: the ranks would drift apart. Under data "
+            "parallelism use the ordinary step (state_dtype='int8' saves state memory there)")
 
 
 def check_clip(clip: Any, step_in_backward: bool) -> None:
@@ -94,6 +108,7 @@ class InBackward:
         if loaded_group is None or not loaded_group.get("step_in_backward"):
             return
         if not self.started:
+            check_single_process(p)
             self.started = True
             for callback in self.on_start:
                 callback()
