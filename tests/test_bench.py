@@ -89,18 +89,19 @@ def test_bench_memory_measures_fresh_processes_and_writes_table_json_and_chart(t
     out = tmp_path / "bench"
     configs = "torch AdamW,+ step in backward + int8 state"
     assert main(["bench", "memory", "--scale", "0.05", "--steps", "2", "--batch", "2", "--length", "16",
-                 "--configs", configs, "-o", str(out)]) == 0
+                 "--rounds", "3", "--configs", configs, "-o", str(out)]) == 0
     result = json.loads((out / "memory.json").read_text())
     rows = {r["config"]: r for r in result["rows"]}
     assert set(rows) == set(configs.split(","))
     per_param = rows["torch AdamW"]["state_bytes"] / rows["torch AdamW"]["params"]
     assert 8.0 <= per_param < 8.1  # two float32 moments, and a step counter per tensor
     assert rows["+ step in backward + int8 state"]["state_bytes"] / rows["torch AdamW"]["params"] <= 2.1
-    assert all(r["peak_bytes"] > 0 and r["step_ms"] > 0 for r in rows.values())
+    assert all(r["peak_bytes"] > 0 and r["step_ms"] > 0 and len(r["step_times"]) == 3 for r in rows.values())
+    assert result["machine"]["rounds"] == 3
     assert (out / "memory.png").stat().st_size > 0 and "× torch AdamW" in (out / "memory.md").read_text()
 
 
 def test_bench_memory_refuses_bad_values(tmp_path, capsys):
-    cases = (["--steps", "0"], ["--configs", "torch SGD"], ["--device", "tpu"])
+    cases = (["--steps", "0"], ["--configs", "torch SGD"], ["--device", "tpu"], ["--rounds", "0"])
     err = _refusals("memory", cases, tmp_path, capsys)
-    assert "--steps" in err and "torch SGD" in err and "tpu" in err
+    assert "--steps" in err and "torch SGD" in err and "tpu" in err and "--rounds" in err

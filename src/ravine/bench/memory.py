@@ -5,8 +5,14 @@ the same configuration (so compiling the fused step is not part of the measureme
 memory as the idle baseline, resets the kernel's peak counter (``/proc/self/clear_refs``), builds the model and
 trains it for ``--steps`` steps (glibc's mmap threshold is fixed at 128 KiB, so that freed tensors go back to the
 system and resident memory follows the memory in use). The figure reported is the peak resident memory above that
-baseline (on CUDA: ``torch.cuda.max_memory_allocated``), with the median time of a whole training step (forward,
-backward and step: with step_in_backward the update happens inside backward). The model is a decoder-style stack
+baseline (on CUDA: ``torch.cuda.max_memory_allocated``).
+
+Step times come from one more process, which builds every configuration and times one whole training step of
+each per round (forward, backward and step: with step_in_backward the update happens inside backward), the order
+rotating from round to round, with glibc's own allocator settings: the ratios to ravine's fused step are medians
+of per-round ratios, as ``ravine bench step`` takes them (timing each configuration alone, one after another,
+left the machine's drift in the ratios, and the fixed mmap threshold makes every large temporary a fresh
+mapping). The model is a decoder-style stack
 (``torch.nn.TransformerEncoder`` with a causal mask, d=768, 12 layers, 12 heads: ~98 M parameters at ``--scale
 1``) on random tokens; only memory and time are measured here (``ravine compare`` measures quality).
 """
@@ -112,12 +118,7 @@ def child(config: str, scale: float, steps: int, device: str, batch: int, length
     from ravine.memory import state_bytes
 
     def prepare(model_scale: float) -> tuple[Any, Any, Any]:
-        torch.manual_seed(0)
-        model = build_model(model_scale, device)
-        if "bf16" in config or config == "+ all three":
-            model = model.to(torch.bfloat16)
-        tokens = torch.randint(0, 8192, (batch, length + 1), device=device)
-        return model, _optimizer(config, model), tokens
+        return _prepare(config, model_scale, device, batch, length)
 
     warm = prepare(0.05)  # compiles the fused step outside the measurement
     for _ in range(2):
@@ -150,6 +151,57 @@ def child(config: str, scale: float, steps: int, device: str, batch: int, length
             "steps": steps}
 
 
+def _prepare(config: str, model_scale: float, device: str, batch: int, length: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model(model_scale, device)
+    if "bf16" in config or config == "+ all three":
+        model = model.to(torch.bfloat16)
+    tokens = torch.randint(0, 8192, (batch, length + 1), device=device)
+    return model, _optimizer(config, model), tokens
+
+
+def timing_child(configs: list[str], scale: float, device: str, batch: int, length: int,
+                 rounds: int) -> dict[str, list[float]]:
+    """Every configuration's training step timed in this one process, interleaved: after two warm-up steps
+    each, ``rounds`` rounds of one step per configuration, the order rotating by one per round, so the drift
+    of a shared machine hits them alike. Returns the seconds of each configuration's step in each round."""
+    import torch
+
+    built = {config: _prepare(config, scale, device, batch, length) for config in configs}
+    for config in configs:
+        for _ in range(2):
+            _train_step(*built[config])
+    times: dict[str, list[float]] = {config: [] for config in configs}
+    for r in range(rounds):
+        shift = r % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            _train_step(*built[config])
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[config].append(time.perf_counter() - start)
+    return times
+
+
+def _python(code: str, env: dict[str, str], what: str) -> Any:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_times(configs: list[str], scale: float, device: str, batch: int, length: int,
+                  rounds: int) -> dict[str, list[float]]:
+    code = (f"import json; from ravine.bench.memory import timing_child; print(json.dumps(timing_child("
+            f"{configs!r}, {scale!r}, {device!r}, {batch!r}, {length!r}, {rounds!r})))")
+    # glibc's own mmap threshold here: the step times are those of a training process as users run it
+    return _python(code, {**os.environ, "PYTHONWARNINGS": "ignore"}, "the interleaved timing")
+
+
 def measure(config: str, scale: float, steps: int, device: str, batch: int, length: int) -> dict[str, Any]:
     code = (f"import json; from ravine.bench.memory import child; "
             f"print(json.dumps(child({config!r}, {scale!r}, {steps!r}, {device!r}, {batch!r}, {length!r})))")
@@ -157,31 +209,35 @@ def measure(config: str, scale: float, steps: int, device: str, batch: int, leng
     # memory would keep every temporary ever made; a fixed threshold returns freed tensors to the system and
     # the resident peak follows the memory actually in use.
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"configuration {config!r} failed:\n{out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _python(code, env, f"configuration {config!r}")
 
 
-def run(scale: float, steps: int, device: str, batch: int, length: int, configs: list[str]) -> dict[str, Any]:
+def run(scale: float, steps: int, device: str, batch: int, length: int, configs: list[str],
+        rounds: int = 5) -> dict[str, Any]:
     import torch
 
     from ravine.progress import Progress
 
     rows = []
-    with Progress(len(configs), "measuring") as bar:
+    with Progress(len(configs) + 1, "measuring") as bar:
         for config in configs:
             bar.update(config)
             rows.append(measure(config, scale, steps, device, batch, length))
+        bar.update(f"step times, {rounds} interleaved rounds")
+        times = measure_times(configs, scale, device, batch, length, rounds)
     reference = next((r for r in rows if r["config"] == "torch AdamW"), None)
-    fused = next((r for r in rows if r["config"] == "ravine AdamW fused"), None)
+    fused = times.get("ravine AdamW fused")
     for r in rows:
         measured = reference is not None and r["peak_bytes"] > 0
         r["peak_vs_torch"] = r["peak_bytes"] / reference["peak_bytes"] if measured else None
-        r["time_vs_fused"] = r["step_ms"] / fused["step_ms"] if fused else None
+        r["step_ms_alone"] = r.pop("step_ms")  # in its own process, under the fixed mmap threshold
+        own = times[r["config"]]
+        r["step_ms"] = 1e3 * statistics.median(own)
+        r["step_times"] = own
+        r["time_vs_fused"] = statistics.median(a / b for a, b in zip(own, fused, strict=True)) if fused else None
     machine = {"date": date.today().isoformat(), "device": device, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "scale": scale, "batch": batch, "length": length,
-               "params": rows[0]["params"] if rows else 0}
+               "params": rows[0]["params"] if rows else 0, "rounds": rounds}
     return {"machine": machine, "rows": rows}
 
 
@@ -190,7 +246,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{m['date']} · {m['device']} · {m['threads']} threads · torch {m['torch']} · decoder of "
         f"{m['params'] / 1e6:.1f} M parameters · batch {m['batch']} × {m['length']} tokens · each configuration "
-        "in a fresh process; peak resident memory above the idle baseline; median training-step time",
+        "in a fresh process; peak resident memory above the idle baseline; training-step time: median of "
+        f"{m.get('rounds', '?')} interleaved rounds in one process, the ratio a median of per-round ratios",
         "",
         "| configuration | peak above baseline (MB) | × torch AdamW | optimizer state (B/param) | step (ms) "
         "| × ravine fused step |",
@@ -242,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
                         "all but the first is reported)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=64, help="tokens per sequence")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the step-time phase")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--configs", default=None, help="comma-separated subset of: " + ", ".join(CONFIGS))
     parser.add_argument("-o", "--output", default="bench-memory", help="folder for memory.md, .json, .png")
     args = parser.parse_args(argv)
-    for name in ("scale", "steps", "batch", "length"):
+    for name in ("scale", "steps", "batch", "length", "rounds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be > 0 (got {getattr(args, name)})")
     configs = list(CONFIGS) if args.configs is None else [c.strip() for c in args.configs.split(",")]
@@ -261,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        result = run(args.scale, args.steps, args.device, args.batch, args.length, configs)
+        result = run(args.scale, args.steps, args.device, args.batch, args.length, configs, args.rounds)
     except RuntimeError as error:
         print(f"ravine bench memory: {error}", file=sys.stderr)
         return 1
