@@ -76,15 +76,26 @@ def test_step_in_backward_equals_the_ordinary_step(name):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(second.state[q][key])), key
 
 
-@pytest.mark.parametrize("options", [{"state_dtype": "int8"}, {"fused": True}],
-                         ids=["int8-state", "fused"])
+ALL_THREE = {"state_dtype": "int8", "kahan_sum": True}  # with bfloat16 parameters
+
+
+@pytest.mark.parametrize("options", [{"state_dtype": "int8"}, {"fused": True},
+                                     {"state_dtype": "int8", "fused": True}, ALL_THREE,
+                                     {**ALL_THREE, "fused": True}],
+                         ids=["int8-state", "fused", "int8-state-fused", "all-three", "all-three-fused"])
 def test_step_in_backward_composes_with_compact_state_and_the_fused_step(options):
-    ordinary, early = _model(), _model()
+    # every memory saver together: bfloat16 parameters with Kahan summation, 8-bit state, step in backward
+    dtype = torch.bfloat16 if options.get("kahan_sum") else torch.float32
+    ordinary, early = _model().to(dtype), _model().to(dtype)
     first = ravine.AdamW(ordinary.parameters(), lr=1e-2, **options)
     second = ravine.AdamW(early.parameters(), lr=1e-2, step_in_backward=True, **options)
-    _ordinary(ordinary, first, _batches())
-    _in_backward(early, second, _batches())
+    batches = [(x.to(dtype), y.to(dtype)) for x, y in _batches()]
+    _ordinary(ordinary, first, batches)
+    _in_backward(early, second, batches)
     _same(ordinary, early)
+    for p, q in zip(ordinary.parameters(), early.parameters(), strict=True):
+        a, b = first.state[p], second.state[q]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_gradient_accumulation_updates_on_the_last_micro_batch_only():
