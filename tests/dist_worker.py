@@ -42,6 +42,7 @@ BASE = {
     "Muon": (ravine.Muon, {"lr": 0.02}),  # on the matrices-only model (make_model("Muon"))
     "MuonWithAuxAdam": (None, {}),
     "ScheduleFreeAdamW": (None, {"lr": 0.01, "warmup_steps": 5, "weight_decay": 0.01}),
+    "ScheduleFreeRAdam": (None, {"lr": 0.01, "weight_decay": 0.01}),
     "Adafactor": (ravine.Adafactor, {"lr": 0.01}),
     "AdamW-int8": (ravine.AdamW, {"lr": 0.01, "state_dtype": "int8"}),  # 8-bit state: codes + block maxima
     "AdamW-bf16state": (ravine.AdamW, {"lr": 0.01, "state_dtype": torch.bfloat16}),  # stochastic rounding
@@ -69,9 +70,17 @@ class TrainingScheduleFreeAdamW(ravine.ScheduleFreeAdamW):
         self.train()
 
 
+class TrainingScheduleFreeRAdam(ravine.ScheduleFreeRAdam):
+    """Schedule-Free RAdam put in train mode when built (ZeroRedundancyOptimizer builds it on every rank)."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.train()
+
+
 def optimizer_class(name: str):
     special = {"Lookahead": LookaheadAdamW, "MuonWithAuxAdam": ravine.MuonWithAuxAdam,
-               "ScheduleFreeAdamW": TrainingScheduleFreeAdamW}
+               "ScheduleFreeAdamW": TrainingScheduleFreeAdamW, "ScheduleFreeRAdam": TrainingScheduleFreeRAdam}
     return special.get(name) or BASE[name][0]
 
 

@@ -1,4 +1,4 @@
-"""Schedule-Free SGD and AdamW against the authors' package (``schedulefree``), and their train/eval modes."""
+"""Schedule-Free SGD, AdamW and RAdam against the authors' package (``schedulefree``); their train/eval modes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ PAIRS = {
     "AdamW": (ravine.ScheduleFreeAdamW, schedulefree.AdamWScheduleFree,
               {"lr": 5e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.01, "warmup_steps": 20, "r": 0.5,
                "weight_lr_power": 1.5}),
+    # RAdam: its rectification instead of a warmup; the first 4 steps (β₂ = 0.999) move only the second moment
+    "RAdam": (ravine.ScheduleFreeRAdam, schedulefree.RAdamScheduleFree,
+              {"lr": 5e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "r": 0.5,
+               "weight_lr_power": 1.5}),
+    # ... or take plain gradient steps there
+    "RAdam-sgd-phase": (ravine.ScheduleFreeRAdam, schedulefree.RAdamScheduleFree,
+                        {"lr": 5e-3, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.0, "r": 0.0,
+                         "weight_lr_power": 2.0, "silent_sgd_phase": False}),
 }
 
 
@@ -177,3 +185,18 @@ def test_bad_arguments_name_themselves():
         ravine.ScheduleFreeAdamW(params, warmup_steps=-1)
     with pytest.raises(TypeError, match="r"):
         ravine.ScheduleFreeAdamW(params, r="0.5")
+    with pytest.raises(ValueError, match="beta parameter at index 1"):
+        ravine.ScheduleFreeRAdam(params, betas=(0.9, 1.5))
+    with pytest.raises(TypeError, match="warmup_steps"):  # RAdam's rectification replaces the warmup
+        ravine.ScheduleFreeRAdam(params, warmup_steps=10)
+
+
+def test_radam_moves_only_its_second_moment_in_the_silent_phase():
+    model = _model()
+    optimizer = ravine.ScheduleFreeRAdam(model.parameters(), lr=0.01)
+    start = [p.detach().clone() for p in model.parameters()]
+    _train(model, optimizer, 4)  # ρₜ ≤ 4 for t ≤ 4 with β₂ = 0.999 (ρ₅ = 4.996)
+    assert all(torch.equal(a, b) for a, b in zip(start, model.parameters(), strict=True))
+    assert all(bool(optimizer.state[p]["exp_avg_sq"].any()) for p in model.parameters())
+    _train(model, optimizer, 1, start=4)
+    assert not all(torch.equal(a, b) for a, b in zip(start, model.parameters(), strict=True))

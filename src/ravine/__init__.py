@@ -21,6 +21,7 @@ from ravine.algorithms import (
     RMSprop,
     Rprop,
     ScheduleFreeAdamW,
+    ScheduleFreeRAdam,
     ScheduleFreeSGD,
     SparseAdam,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "RMSprop",
     "Rprop",
     "ScheduleFreeAdamW",
+    "ScheduleFreeRAdam",
     "ScheduleFreeSGD",
     "SparseAdam",
     "TensorList",

@@ -33,6 +33,7 @@ from ravine.algorithms import (
     RMSprop,
     Rprop,
     ScheduleFreeAdamW,
+    ScheduleFreeRAdam,
     ScheduleFreeSGD,
     SparseAdam,
 )
@@ -45,12 +46,14 @@ __all__ = ["ALGORITHMS", "MODEL_ROUTERS", "VARIANTS", "Variant", "canonical", "m
 ALGORITHMS: dict[str, type[torch.optim.Optimizer]] = {
     cls.__name__.lower(): cls
     for cls in (SGD, Adagrad, RMSprop, Adam, AdamW, AdEMAMix, Lion, ADOPT, Adadelta, Adafactor, Adamax, ASGD,
-                LBFGS, Muon, MuonWithAuxAdam, NAdam, RAdam, Rprop, ScheduleFreeSGD, ScheduleFreeAdamW, SparseAdam)
+                LBFGS, Muon, MuonWithAuxAdam, NAdam, RAdam, Rprop, ScheduleFreeSGD, ScheduleFreeAdamW,
+                ScheduleFreeRAdam, SparseAdam)
 }
 ALIASES = {"sparse_adam": "sparseadam", "l_bfgs": "lbfgs", "sgd_momentum": "sgd",
            "muon_with_aux_adam": "muonwithauxadam", "schedule_free_sgd": "schedulefreesgd",
            "schedule_free_adamw": "schedulefreeadamw", "sgdschedulefree": "schedulefreesgd",
-           "adamwschedulefree": "schedulefreeadamw"}
+           "adamwschedulefree": "schedulefreeadamw", "schedule_free_radam": "schedulefreeradam",
+           "radamschedulefree": "schedulefreeradam"}
 
 # Algorithms whose parameter groups are built from a model by rule: create_optimizer(name, model, **options)
 # calls the router with the options (MuonWithAuxAdam's groups come from ravine.muon_param_groups).
@@ -113,6 +116,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("ADOPT", "adopt", default_lr=1e-3, demo_lr=1e-2),
     Variant("Lookahead(Adam)", "adam", default_lr=1e-3, demo_lr=1e-2, lookahead=True),
     Variant("Schedule-Free AdamW", "schedulefreeadamw", {"weight_decay": 0.0}, default_lr=2.5e-3, demo_lr=1e-2),
+    Variant("Schedule-Free RAdam", "schedulefreeradam", {"weight_decay": 0.0}, default_lr=2.5e-3, demo_lr=1e-2,
+            in_race=False),
     Variant("NAdam", "nadam", default_lr=2e-3, demo_lr=1e-2, in_race=False),
     Variant("RAdam", "radam", default_lr=1e-3, demo_lr=1e-2, in_race=False),
     Variant("Adamax", "adamax", default_lr=2e-3, demo_lr=1e-2, in_race=False),

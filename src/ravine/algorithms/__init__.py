@@ -16,7 +16,7 @@ from ravine.algorithms.nadam import NAdam
 from ravine.algorithms.radam import RAdam
 from ravine.algorithms.rmsprop import RMSprop
 from ravine.algorithms.rprop import Rprop
-from ravine.algorithms.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
+from ravine.algorithms.schedule_free import ScheduleFreeAdamW, ScheduleFreeRAdam, ScheduleFreeSGD
 from ravine.algorithms.sgd import SGD
 from ravine.algorithms.sparse_adam import SparseAdam
 
@@ -40,6 +40,7 @@ __all__ = [
     "RMSprop",
     "Rprop",
     "ScheduleFreeAdamW",
+    "ScheduleFreeRAdam",
     "ScheduleFreeSGD",
     "SparseAdam",
 ]

@@ -1,4 +1,4 @@
-"""Schedule-Free SGD and AdamW (Defazio et al., 2024): no learning-rate schedule, an average instead."""
+"""Schedule-Free SGD, AdamW and RAdam (Defazio et al., 2024): no learning-rate schedule, an average instead."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class ScheduleFree(Optimizer):
         """β, the interpolation between z and x where gradients are taken."""
         raise NotImplementedError
 
-    def warmup(self, group: dict[str, Any], k: int) -> float:
+    def lr_multiplier(self, group: dict[str, Any], k: int) -> float:
         """The lr multiplier of step k (counted from 0): linear warmup over ``warmup_steps``."""
         warmup_steps = group["warmup_steps"]
         return (k + 1) / warmup_steps if k < warmup_steps else 1.0
@@ -71,7 +71,7 @@ class ScheduleFree(Optimizer):
                 "steps (and optimizer.eval() before evaluating or saving the weights to use)"
             )
         k = group["k"]
-        lr = group["lr"] * self.warmup(group, k)
+        lr = group["lr"] * self.lr_multiplier(group, k)
         group["scheduled_lr"] = lr
         lr_max = group["lr_max"] = max(lr, group["lr_max"])
         weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
@@ -152,6 +152,17 @@ class ScheduleFreeSGD(ScheduleFree):
         self._average_step(p, grad, state, hp, hp.momentum)
 
 
+def _adam_defaults(lr: float | Tensor, betas: tuple[float, float], eps: float, weight_decay: float, r: float,
+                   weight_lr_power: float) -> dict[str, Any]:
+    """The checked options Schedule-Free AdamW and RAdam share."""
+    check_numbers(eps=eps, r=r, weight_lr_power=weight_lr_power)
+    check_lr(lr)
+    check_betas(betas)
+    check_non_negative("eps", eps)
+    check_non_negative("weight_decay", weight_decay)
+    return dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, r=r, weight_lr_power=weight_lr_power)
+
+
 class ScheduleFreeAdamW(ScheduleFree):
     r"""Schedule-Free AdamW; matches ``schedulefree.AdamWScheduleFree`` step for step.
 
@@ -176,15 +187,10 @@ class ScheduleFreeAdamW(ScheduleFree):
         r: float = 0.0,
         weight_lr_power: float = 2.0,
     ) -> None:
-        check_numbers(eps=eps, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
-        check_lr(lr)
-        check_betas(betas)
-        check_non_negative("eps", eps)
-        check_non_negative("weight_decay", weight_decay)
+        check_numbers(warmup_steps=warmup_steps)
         check_non_negative("warmup_steps", warmup_steps)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-                        weight_lr_power=weight_lr_power)
-        super().__init__(params, defaults)
+        defaults = _adam_defaults(lr, betas, eps, weight_decay, r, weight_lr_power)
+        super().__init__(params, {**defaults, "warmup_steps": warmup_steps})
 
     def averaging_momentum(self, group: dict[str, Any]) -> float:
         return group["betas"][0]
@@ -197,3 +203,58 @@ class ScheduleFreeAdamW(ScheduleFree):
         state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = state.exp_avg_sq.div(1 - beta2**hp.sf_step).sqrt_().add_(hp.eps)
         self._average_step(p, grad.div(denom), state, hp, beta1)
+
+
+class ScheduleFreeRAdam(ScheduleFreeAdamW):
+    r"""Schedule-Free RAdam; matches ``schedulefree.RAdamScheduleFree`` step for step.
+
+    Schedule-Free AdamW with RAdam's rectification (Liu et al., "On the Variance of the Adaptive Learning Rate
+    and Beyond", ICLR 2020) in place of a warmup: with ρ∞ = 2/(1 − β₂) − 1 and
+    ρₜ = ρ∞ − 2t·β₂ᵗ/(1 − β₂ᵗ), the step's lr is ``lr·√((ρₜ − 4)(ρₜ − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρₜ))`` and the
+    update Adam's normalised gradient once ρₜ > 4. Before that (the first 4 steps with β₂ = 0.999) the
+    update is the raw gradient at the full lr, or, with ``silent_sgd_phase=True`` (the default, as the
+    reference recommends), nothing but the second moment moves. No ``warmup_steps``. State: ``z``,
+    ``exp_avg_sq``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 0.0025,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        r: float = 0.0,
+        weight_lr_power: float = 2.0,
+        silent_sgd_phase: bool = True,
+    ) -> None:
+        defaults = _adam_defaults(lr, betas, eps, weight_decay, r, weight_lr_power)
+        ScheduleFree.__init__(self, params, {**defaults, "silent_sgd_phase": bool(silent_sgd_phase)})
+
+    @staticmethod
+    def _rho(group: dict[str, Any], step: int) -> float:
+        """ρₜ, the length of the approximated simple moving average at ``step`` (counted from 1)."""
+        beta2 = group["betas"][1]
+        beta2_t = beta2**step
+        rho_inf = 2 / (1 - beta2) - 1
+        return rho_inf - 2 * step * beta2_t / (1 - beta2_t)
+
+    def lr_multiplier(self, group: dict[str, Any], k: int) -> float:
+        """RAdam's rectification of step k + 1 (0, or 1 without the silent phase, while ρₜ ≤ 4)."""
+        rho_t = self._rho(group, k + 1)
+        if rho_t <= 4.0:
+            return float(not group["silent_sgd_phase"])
+        rho_inf = 2 / (1 - group["betas"][1]) - 1
+        return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+
+    def group_scalars(self, group: dict[str, Any]) -> dict[str, Any]:
+        adaptive = self._rho(group, group["k"] + 1) > 4.0
+        return {**super().group_scalars(group), "sf_adaptive": adaptive}
+
+    def update(self, p: Maths, grad: Maths, state: StateView, hp: Hyper) -> None:
+        beta1, beta2 = hp.betas
+        state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        if hp.sf_adaptive:
+            denom = state.exp_avg_sq.div(1 - beta2**hp.sf_step).sqrt_().add_(hp.eps)
+            grad = grad.div(denom)
+        self._average_step(p, grad, state, hp, beta1)
