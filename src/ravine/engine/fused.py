@@ -53,6 +53,11 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     return f"the fused step is built for CPU and CUDA, not {device.type!r}"
 
 
+# One code object (tracing.fused_update) serves every algorithm, so each combination of algorithm, options,
+# dtype and path is one cached graph of it. Past dynamo's limit the step would run uncompiled, silently (a
+# process trying many optimizers, the test suite: 128 graphs were reached); dynamo finds the matching graph
+# first for the optimizer in use, so a high limit costs nothing per step.
+RECOMPILE_LIMIT = 2048
 CHUNK = 1 << 20  # elements per call of the one-tensor compiled step (a multiple of the 8-bit block)
 
 
@@ -212,7 +217,8 @@ class FusedRunner:
             statics["state_aligned"] = aligned
         if average is not None:
             statics["average_write_back"] = write_back
-        with torch._dynamo.config.patch(recompile_limit=128):
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT,
+                                        accumulated_recompile_limit=RECOMPILE_LIMIT * 4):
             compiled_update()(type(opt).update, opt, param, grad, state, scalars, statics, flags, layout, average,
                               quantized)
 
