@@ -137,9 +137,14 @@ def full_params(model) -> list[torch.Tensor]:
     return [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for p in model.parameters()]
 
 
-def ddp(name, path, rows):
+# Whole-tensor algorithms that also run with ddp_split=True under DDP (each matrix updated on one rank).
+SPLITS = {"Muon", "Adafactor"}
+
+
+def ddp(name, path, rows, split: bool = False):
     model = DistributedDataParallel(make_model(name))
-    optimizer = optimizer_class(name)(params_of(name, model), **kwargs_for(name, path))
+    options = {**kwargs_for(name, path), **({"ddp_split": True} if split else {})}
+    optimizer = optimizer_class(name)(params_of(name, model), **options)
     for step in range(STEPS):
         train_step(model, optimizer, step, rows)
     return full_params(model.module)
@@ -242,6 +247,8 @@ def main(folder: Path, only: list[str]) -> None:
                 continue
             zero_full, zero_resumed = zero(name, path, rows, folder, key)
             results = {"ddp": ddp(name, path, rows), "zero": zero_full, "zero_resumed": zero_resumed}
+            if name in SPLITS:
+                results["ddp_split"] = ddp(name, path, rows, split=True)
             if name in REFUSES_SHARDS:
                 results["fsdp_error"] = refusal(name, path)
             else:

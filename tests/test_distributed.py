@@ -49,7 +49,8 @@ def test_ddp_zero_fsdp2_and_dcp_match_a_single_process(results, key):
     reference = single_process(name, path)
     if name in dist_worker.REFUSES_SHARDS:
         assert re.search(dist_worker.REFUSES_SHARDS[name], runs["fsdp_error"]), runs["fsdp_error"]
-    for scenario in ("ddp", "zero") if name in dist_worker.REFUSES_SHARDS else ("ddp", "zero", "fsdp"):
+    scenarios = ("ddp", "zero") if name in dist_worker.REFUSES_SHARDS else ("ddp", "zero", "fsdp")
+    for scenario in (*scenarios, "ddp_split") if name in dist_worker.SPLITS else scenarios:
         # The fused path draws bfloat16 state's stochastic rounding from the position in its flat buffer, and
         # ZeRO's buffer holds only the rank's parameters: the same distribution of rounding, other draws.
         tol = SR_TOL if (name, path, scenario) == ("AdamW-bf16state", "fused", "zero") else TOL

@@ -246,3 +246,15 @@ def test_fused_segment_reductions_match_each_tensors_own_sum_and_max():
         for i, piece in enumerate(torch.split(x, numels)):
             torch.testing.assert_close(sums[i], piece.sum(), rtol=1e-12, atol=1e-12)
             assert maxima[i] == (piece.max() if piece.numel() else -math.inf), (numels, i)
+
+
+def test_ddp_split_is_for_whole_tensor_math_under_torch_distributed():
+    # ddp_split=True updates every world-th matrix on each rank and broadcasts (tests/test_distributed.py runs
+    # it under DDP); alone it says what it needs, and elementwise math has nothing to split
+    matrix = torch.nn.Parameter(torch.randn(8, 4))
+    matrix.grad = torch.randn(8, 4)
+    optimizer = ravine.Muon([matrix], lr=0.02, ddp_split=True)
+    with pytest.raises(RuntimeError, match=r"ddp_split=True .* torch.distributed, which is not initialised"):
+        optimizer.step()
+    with pytest.raises(ValueError, match=r"AdamW\(ddp_split=True\) .* elementwise math"):
+        ravine.AdamW([matrix], ddp_split=True)

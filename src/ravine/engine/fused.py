@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # Group entries that choose how the engine runs, not what the algorithm computes.
 ENGINE_KEYS = frozenset({"params", "param_names", "foreach", "fused", "skip_nonfinite", "state_dtype",
                          "skipped_steps", "initial_lr", "step_in_backward", "clip_in_backward",
-                         "previous_grad_norm", "state_rounding_step", "kahan_sum"})
+                         "previous_grad_norm", "state_rounding_step", "kahan_sum", "ddp_split"})
 
 
 # ---- availability -----------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 ENGINE_FLAGS: dict[str, Any] = {
     "maximize": False, "foreach": None, "fused": None, "skip_nonfinite": False, "state_dtype": None,
     "differentiable": False, "step_in_backward": False, "clip_in_backward": None, "kahan_sum": False,
+    "ddp_split": False,
 }
 
 # What an algorithm's math needs, and the paths that can run such math correctly.
@@ -227,6 +228,10 @@ class Optimizer(torch.optim.Optimizer):
                 if group.get(option):
                     raise ValueError(f"{name}(differentiable=True) keeps its state as autograd computes it: "
                                      f"leave {option} unset (got {group[option]!r})")
+        if group.get("ddp_split") and kind != "tensorwise":
+            raise ValueError(f"{name}(ddp_split=True) splits whole-tensor updates across DDP's ranks; this "
+                             f"group's update is {kind} math, which every rank runs cheaply on its own: leave "
+                             "ddp_split unset for it (with MuonWithAuxAdam, set it on the Muon groups)")
         if group.get("step_in_backward") or group.get("clip_in_backward") is not None:
             self._check_step_in_backward(group, kind)
             if group.get("step_in_backward"):
@@ -648,6 +653,14 @@ class Optimizer(torch.optim.Optimizer):
                 params = [p for p in params if sharded.shard_dim(p) is None]
                 if not params:
                     return
+            if group["ddp_split"]:  # replicated parameters: each rank updates its share, then broadcasts it
+                sharded.run_split(self, params, lambda owned: self._run_paths(owned, group, hp, kind, has_sparse))
+                return
+        self._run_paths(params, group, hp, kind, has_sparse)
+
+    def _run_paths(self, params: list[Tensor], group: ChainMap[str, Any], hp: Hyper, kind: str,
+                   has_sparse: bool) -> None:
+        """The per-tensor or multi-tensor path (the group's flags, or the default) over ``params``."""
         foreach = group["foreach"]
         if foreach is None:
             foreach = eager.default_to_foreach(params) and "multi-tensor" in PATHS_BY_KIND[kind]

@@ -21,6 +21,8 @@ from torch import Tensor
 from ravine.engine.views import Hyper
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ravine.engine.optimizer import Optimizer
 
 
@@ -114,4 +116,25 @@ def run_on_owners(optimizer: Optimizer, params: list[Tensor], group: dict[str, A
             dist.broadcast(state[key], src=exchange.owner_global, group=exchange.group)
 
 
-__all__ = ["run_on_owners", "shard_dim"]
+def run_split(optimizer: Optimizer, params: list[Tensor], run: Callable[[list[Tensor]], None]) -> None:
+    """``ddp_split=True``: parameters every rank holds whole and alike (DDP's, after its gradient average).
+
+    Each rank runs the group's ordinary path (``run``) on every world-th parameter only, so each matrix is
+    orthogonalised once in the world instead of on every rank; then every parameter and its state are
+    broadcast from the rank that updated them. The ranks end the step identical to a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("ddp_split=True splits the step across the ranks of torch.distributed, which is not "
+                           "initialised: call dist.init_process_group (as DDP needs) or leave ddp_split unset")
+    world, me = dist.get_world_size(), dist.get_rank()
+    owned = params[me::world]
+    if owned:
+        run(owned)
+    for index, p in enumerate(params):
+        owner = index % world
+        dist.broadcast(p.detach(), src=owner)
+        for value in optimizer.state.get(p, {}).values():
+            if torch.is_tensor(value):
+                dist.broadcast(value, src=owner)
+
+
+__all__ = ["run_on_owners", "run_split", "shard_dim"]
