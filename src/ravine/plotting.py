@@ -23,9 +23,13 @@ def _pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
-    """Write ``fig`` to ``path`` atomically: a crash never leaves a half-written image behind."""
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
+    """Write ``fig`` to ``path`` atomically (a crash never leaves a half-written image behind), then close it,
+    whether or not the write succeeded, so pyplot does not keep it."""
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        _pyplot().close(fig)
     return Path(path)
 
 
@@ -54,10 +58,7 @@ def plot_schedule(schedule: Schedule, steps: int, path: str | os.PathLike[str]) 
     ax.set_xlim(0, steps)
     ax.set_ylim(bottom=0)
     fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str]) -> Path:
@@ -72,10 +73,7 @@ def plot_race(surface: Any, trajectories: list[Any], path: str | os.PathLike[str
     ax.set_title(f"{surface.title}: {surface.formula}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def _start_marker(ax: Any, trajectories: list[Any], surface: Any) -> None:

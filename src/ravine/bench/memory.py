@@ -64,21 +64,17 @@ def build_model(scale: float, device: str) -> Any:
     return Decoder().to(device)
 
 
-def _optimizer(config: str, model: Any) -> Any:
-    import torch
-
-    import ravine
-
-    if config == "torch AdamW":
-        return torch.optim.AdamW(model.parameters(), lr=1e-4)
+def _ravine_options(config: str) -> dict[str, Any]:
+    """The ``ravine.AdamW`` options of a configuration other than torch AdamW."""
+    everything = config == "+ all three"
     options: dict[str, Any] = {"fused": True}
-    if "step in backward" in config or config == "+ all three":
+    if everything or "step in backward" in config:
         options["step_in_backward"] = True
-    if "int8" in config or config == "+ all three":
+    if everything or "int8" in config:
         options["state_dtype"] = "int8"
-    if "bf16" in config or config == "+ all three":
-        options["kahan_sum"] = True
-    return ravine.AdamW(model.parameters(), lr=1e-4, **options)
+    if everything or "bf16" in config:
+        options["kahan_sum"] = True  # with bfloat16 parameters (see _prepare)
+    return options
 
 
 def _train_step(model: Any, optimizer: Any, tokens: Any) -> None:
@@ -117,10 +113,7 @@ def child(config: str, scale: float, steps: int, device: str, batch: int, length
 
     from ravine.memory import state_bytes
 
-    def prepare(model_scale: float) -> tuple[Any, Any, Any]:
-        return _prepare(config, model_scale, device, batch, length)
-
-    warm = prepare(0.05)  # compiles the fused step outside the measurement
+    warm = _prepare(config, 0.05, device, batch, length)  # compiles the fused step outside the measurement
     for _ in range(2):
         _train_step(*warm)
     del warm
@@ -133,7 +126,7 @@ def child(config: str, scale: float, steps: int, device: str, batch: int, length
     else:
         baseline = _rss_bytes("VmRSS")
         exact_peak = _reset_peak()
-    model, optimizer, tokens = prepare(scale)
+    model, optimizer, tokens = _prepare(config, scale, device, batch, length)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -152,14 +145,20 @@ def child(config: str, scale: float, steps: int, device: str, batch: int, length
 
 
 def _prepare(config: str, model_scale: float, device: str, batch: int, length: int) -> tuple[Any, Any, Any]:
+    """The model (bfloat16 where Kahan summation is on), its optimizer and a batch of tokens."""
     import torch
+
+    import ravine
 
     torch.manual_seed(0)
     model = build_model(model_scale, device)
-    if "bf16" in config or config == "+ all three":
+    options = None if config == "torch AdamW" else _ravine_options(config)
+    if options is not None and options.get("kahan_sum"):
         model = model.to(torch.bfloat16)
     tokens = torch.randint(0, 8192, (batch, length + 1), device=device)
-    return model, _optimizer(config, model), tokens
+    if options is None:
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-4), tokens
+    return model, ravine.AdamW(model.parameters(), lr=1e-4, **options), tokens
 
 
 def timing_child(configs: list[str], scale: float, device: str, batch: int, length: int,
@@ -279,10 +278,7 @@ def bar_chart(result: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"training a {m['params'] / 1e6:.0f} M-parameter decoder, {m['device']}", fontsize=9)
     ax.margins(x=0.2)
     fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

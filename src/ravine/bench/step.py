@@ -353,10 +353,7 @@ def bar_chart(result: dict[str, Any], path: Path) -> Path:
     machine = result["machine"]
     ax.set_title(f"optimizer step, {machine['params'] / 1e6:.1f} M params, {machine['device']}", fontsize=9)
     fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 OUTPUTS = ("step.md", "step.json", "step.png")

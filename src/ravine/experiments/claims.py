@@ -78,6 +78,15 @@ def _arm(label: str, optimizer: str, tuned: Tuned, key: str, *options: tuple[str
     return Arm(label, optimizer, tuned[key]["lr"], tuple(options), **fields)
 
 
+def _tuned_adamw(tuned: Tuned, task: str, label: str = "AdamW") -> Arm:
+    """AdamW at its tuned lr on ``task`` (on the digits with its swept weight decay, on the GPT at the package
+    default): one arm for claims 5, 8, 10 and 11, so the runs they share are run once."""
+    if task == "gpt":
+        return _arm(label, "adamw", tuned, "gpt/AdamW")
+    entry = tuned["digits/AdamW"]
+    return Arm(label, "adamw", entry["lr"], (("weight_decay", entry["weight_decay"]),))
+
+
 MOMENTUM = ("momentum", 0.9)
 EMA_MOMENTUM = (MOMENTUM, ("dampening", 0.9))  # v ← βv + (1 − β)g: the tutorial (EWA) form of momentum
 
@@ -145,7 +154,7 @@ LR_RATIO = (3.0, 10.0)
 
 
 def _claim5_arms(tuned: Tuned) -> list[Arm]:
-    return [_arm("AdamW", "adamw", tuned, "gpt/AdamW"), _arm("Lion", "lion", tuned, "gpt/Lion")]
+    return [_tuned_adamw(tuned, "gpt"), _arm("Lion", "lion", tuned, "gpt/Lion")]
 
 
 def _claim5_checks(runs: Runs, tuned: Tuned) -> list[Check]:
@@ -204,9 +213,9 @@ def _claim7_checks(runs: Runs, tuned: Tuned) -> list[Check]:
 
 # 8 ------------------------------------------------------------------------------------------------------
 def _claim8_arms(tuned: Tuned) -> list[Arm]:
-    l2, decoupled = tuned["digits/Adam + L2"], tuned["digits/AdamW"]
+    l2 = tuned["digits/Adam + L2"]
     return [Arm("Adam + L2", "adam", l2["lr"], (("weight_decay", l2["weight_decay"]),)),
-            Arm("AdamW", "adamw", decoupled["lr"], (("weight_decay", decoupled["weight_decay"]),))]
+            _tuned_adamw(tuned, "digits")]
 
 
 def _claim8_checks(runs: Runs, tuned: Tuned) -> list[Check]:
@@ -268,17 +277,9 @@ SAVERS = (  # (label, AdamW options added, parameter dtype): the configurations 
 UNCOMPENSATED = "bf16 parameters, no Kahan"  # shown for contrast, not judged
 
 
-def _adamw_baseline(tuned: Tuned, task: str) -> Arm:
-    """AdamW at its tuned lr (and, on the digits, its tuned weight decay): the same arm as claims 5 and 8."""
-    if task == "gpt":
-        return _arm("AdamW, float32", "adamw", tuned, "gpt/AdamW")
-    entry = tuned["digits/AdamW"]
-    return Arm("AdamW, float32", "adamw", entry["lr"], (("weight_decay", entry["weight_decay"]),))
-
-
 def _memory_arms(task: str) -> Callable[[Tuned], list[Arm]]:
     def arms(tuned: Tuned) -> list[Arm]:
-        base = _adamw_baseline(tuned, task)
+        base = _tuned_adamw(tuned, task, "AdamW, float32")
         savers = [replace(base, label=label, options=base.options + options, dtype=dtype)
                   for label, options, dtype in SAVERS]
         return [base, *savers, replace(base, label=UNCOMPENSATED, dtype="bfloat16")]

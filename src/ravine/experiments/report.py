@@ -158,10 +158,7 @@ def plot_outcome(outcome: Outcome, path: Path) -> None:
         axes[1].legend(fontsize=7)
     fig.suptitle(f"{outcome.claim.number}. {outcome.claim.statement}", fontsize=10)
     fig.tight_layout()
-    try:
-        save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _mean_of_running(curves: list[list[float]]) -> list[float]:
