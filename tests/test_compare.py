@@ -105,7 +105,8 @@ def test_memory_saving_options_are_checked_when_the_arm_is_built():
 
 # ---- metrics and statistics -------------------------------------------------------------------------
 def _run(losses: list[float], steps: int | None = None, diverged_at: int | None = None) -> Run:
-    return Run("gpt", Arm("x", "adam", 1e-3), 0, steps or len(losses), list(losses), diverged_at=diverged_at)
+    return Run("gpt", Arm("x", "adam", 1e-3), 0, steps or len(losses), list(losses), diverged_at=diverged_at,
+               divergence_limit=2 * math.log(data.VOCAB_SIZE))
 
 
 def test_smoothing_is_ravines_bias_corrected_ewa():
@@ -123,7 +124,7 @@ def test_early_instability_measures_the_rise_above_the_running_minimum():
     late[80:90] = [6.0] * 10  # after the first 30%: not early
     assert early_instability(_run(late)) == 0.0
     limit = 2 * math.log(data.VOCAB_SIZE)
-    assert early_instability(_run([4.0, 3.0], steps=100, diverged_at=2)) > limit - 4.0
+    assert limit - 4.0 < early_instability(_run([4.0, 3.0], steps=100, diverged_at=2)) < limit
 
 
 def test_paired_interval_matches_scipys_paired_t_test():

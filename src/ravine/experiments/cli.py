@@ -18,13 +18,18 @@ DEFAULT_SEEDS = 5
 REPORT_OUTPUTS = ("report.md", "runs.json", "runs.csv", "*.png")
 TUNE_OUTPUTS = ("tuned.json",)
 QUICK_SEEDS = 3
+STUDY_OUTPUTS = ("report.md", "timing.md", "trials.csv", "runs.json", "runs.csv", "*.png")
+STUDY_WORKLOADS = ("digits", "digits-cnn")
+STUDY_TRIALS, QUICK_TRIALS = 16, 4
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "compare", help="rerun common claims about optimizers on real data and report which hold",
         description="Rerun common empirical claims about optimizers (digits MLP, character GPT on Python's "
-                    "standard library) over several seeds, and write report.md, figures, runs.json and runs.csv.")
+                    "standard library) over several seeds, and write report.md, figures, runs.json and runs.csv. "
+                    "With --study (or --task), tune several optimizers with equal quasi-random budgets on each "
+                    "workload instead, and report budget curves, time to target and performance profiles.")
     parser.add_argument("claims", nargs="*", metavar="CLAIM",
                         help="claims to run, by number or key (see --list); default: all")
     parser.add_argument("--seeds", type=int, default=None,
@@ -40,6 +45,28 @@ def add_parser(commands: Any) -> None:
                         help="rerun the learning-rate sweep, write OUTPUT/tuned.json, then exit")
     parser.add_argument("--tuned", default=None, metavar="FILE",
                         help="the sweep results to read (a tuned.json from --tune); default: the package's copy")
+    study = parser.add_argument_group("tuning study (--study, --task)")
+    study.add_argument("--study", action="store_true",
+                       help="tune each optimizer with the same number of quasi-random trials on each workload and "
+                            "write a study report (default output ./compare-study)")
+    study.add_argument("--task", action="append", default=[], metavar="MODULE:FUNCTION",
+                       help="your own workload: a function returning a task (see docs/experiments.md); "
+                            "repeatable; implies --study")
+    study.add_argument("--workloads", default=None, metavar="NAMES",
+                       help=f"built-in workloads, comma-separated, from {', '.join(_task_names())} (default "
+                            f"{','.join(STUDY_WORKLOADS)}; none when --task is given)")
+    study.add_argument("--optimizers", default=None, metavar="NAMES",
+                       help="optimizers to tune, comma-separated (default: AdamW, SGD + momentum, Lion, "
+                            "Schedule-Free AdamW, Muon + AdamW)")
+    study.add_argument("--trials", type=int, default=None,
+                       help=f"trials per optimizer and workload (default {STUDY_TRIALS}, {QUICK_TRIALS} with "
+                            "--quick)")
+    study.add_argument("--search", choices=("full", "lr"), default="full",
+                       help="search every hyperparameter of each space (default) or the learning rate only")
+
+
+def _task_names() -> list[str]:
+    return ["digits", "digits-cnn", "gpt"]
 
 
 def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:
@@ -49,7 +76,7 @@ def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:
         args.seeds = QUICK_SEEDS if args.quick else DEFAULT_SEEDS
     if args.seeds < 1:
         raise ValueError(f"Invalid seeds: {args.seeds} (seeds must be a positive integer)")
-    claims = select(args.claims)
+    claims = [] if args.study else select(args.claims)
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -66,8 +93,20 @@ def run_compare(args: argparse.Namespace) -> int:
         for claim in CLAIMS.values():
             print(f"{claim.number:>2}  {claim.key:30} {claim.statement}")
         return 0
+    args.study = args.study or bool(args.task)
+    study_only = [name for name, value in (("--workloads", args.workloads), ("--optimizers", args.optimizers),
+                                           ("--trials", args.trials)) if value is not None]
     try:
+        if args.study and (args.claims or args.tune or args.tuned):
+            raise ValueError("Invalid study: --study/--task tune their own optimizers; claims, --tune and --tuned "
+                             "belong to the claims report")
+        if study_only and not args.study:
+            raise ValueError(f"Invalid {study_only[0]}: it belongs to the tuning study (add --study)")
         claims, device = _check_args(args)
+        if args.study:
+            plan = _study_plan(args)
+            args.output = args.output or "compare-study"
+            check_output_folder(args.output, STUDY_OUTPUTS)
         if args.tune and args.tuned:
             raise ValueError("Invalid tuned: --tune writes OUTPUT/tuned.json; --tuned names a file to read")
         args.output = args.output or ("compare-tune" if args.tune else "compare")
@@ -78,6 +117,8 @@ def run_compare(args: argparse.Namespace) -> int:
     require("ravine compare", "compare", "sklearn", "scipy", "matplotlib", "rich")
     if args.tune:
         return _tune(args)
+    if args.study:
+        return _study(args, plan, device)
     from rich.console import Console
 
     from ravine.experiments.report import write_outputs
@@ -104,6 +145,64 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"{o.claim.number:>2}  {o.claim.key:{width}}  {o.verdict}")
     print(f"\nwrote {out}/report.md, runs.json, runs.csv and {len(outcomes)} figures "
           f"({meta['seconds']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+def _study_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """The study's workloads ``(task, steps, eval_every)``, search spaces and trial count, checked up front."""
+    from ravine.experiments import search, user_task
+    from ravine.experiments.tasks import TASKS
+
+    if args.trials is None:
+        args.trials = QUICK_TRIALS if args.quick else STUDY_TRIALS
+    if args.trials < 1:
+        raise ValueError(f"Invalid trials: {args.trials} (trials must be a positive integer)")
+    names = _split(args.workloads) if args.workloads is not None else ([] if args.task else list(STUDY_WORKLOADS))
+    unknown = [name for name in names if name not in TASKS]
+    if unknown:
+        raise ValueError(f"Invalid workloads: {unknown[0]!r} (choose from {', '.join(TASKS)})")
+    tasks: list[Any] = [TASKS[name] for name in names] + [user_task.load(spec) for spec in args.task]
+    if not tasks:
+        raise ValueError("Invalid workloads: none chosen (name built-in workloads or give --task)")
+    seen = [t.name for t in tasks]
+    duplicate = next((name for name in seen if seen.count(name) > 1), None)
+    if duplicate is not None:
+        raise ValueError(f"Invalid task: two workloads are named {duplicate!r} (a task's name must be unique)")
+    spaces = search.select(_split(args.optimizers) if args.optimizers is not None else None)
+    if args.search == "lr":
+        spaces = [search.lr_only(space) for space in spaces]
+    workloads = [(t, t.quick_steps, t.quick_eval_every) if args.quick else (t, t.steps, t.eval_every)
+                 for t in tasks]
+    return {"workloads": workloads, "spaces": spaces}
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _study(args: argparse.Namespace, plan: dict[str, Any], device: torch.device) -> int:
+    from rich.console import Console
+
+    from ravine.experiments.study import run_study
+    from ravine.experiments.study_report import format_profile, write_outputs
+
+    console = Console(stderr=True)
+    started = time.monotonic()
+    seeds = list(range(args.seeds))
+    for task, steps, _ in plan["workloads"]:
+        console.print(f"{task.name}: {task.description}; {steps} steps, target validation loss {task.target:g}",
+                      highlight=False, soft_wrap=True)
+    with RichListener(console) as listener:
+        study = run_study(plan["workloads"], plan["spaces"], args.trials, seeds, args.search, args.quick, device,
+                          listener)
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - started, 1), "command": " ".join(["ravine", *sys.argv[1:]])}
+    out = Path(args.output)
+    with atomic_folder(out, STUDY_OUTPUTS) as folder:
+        write_outputs(study, folder, str(device), meta)
+    print(format_profile(study))
+    print(f"\nwrote {out}/report.md, timing.md, trials.csv, runs.json, runs.csv and "
+          f"{len(study.workloads) + 1} figures ({meta['seconds']:.0f} s)", file=sys.stderr)
     return 0
 
 
@@ -152,7 +251,7 @@ class RichListener:
                                  console=console)
         add = self.progress.add_task
         self.total = add("all", total=1.0, count="", what="")
-        self.experiment = add("experiment", total=1, count="", what="")
+        self.experiment_bar = add("experiment", total=1, count="", what="")
         self.optimizer = add("optimizer", total=1, count="", what="")
         self.seed_bar = add("seed", total=1, count="", what="")
         self.step_bar = add("step", total=1, count="", what="")
@@ -171,10 +270,10 @@ class RichListener:
     def planned(self, total_cost: float) -> None:
         self.progress.update(self.total, total=max(total_cost, 1.0), count="")
 
-    def claim(self, index: int, total: int, claim: Any) -> None:
-        self.progress.update(self.experiment, total=total, completed=index, count=f"{index + 1}/{total}",
-                             what=f"{claim.number}. {claim.key}")
-        self._log(f"[{index + 1}/{total}] claim {claim.number}: {claim.statement}")
+    def experiment(self, index: int, total: int, name: str, text: str) -> None:
+        self.progress.update(self.experiment_bar, total=total, completed=index, count=f"{index + 1}/{total}",
+                             what=name)
+        self._log(f"[{index + 1}/{total}] {text}")
 
     def arm(self, index: int, total: int, arm: Any) -> None:
         self.progress.update(self.optimizer, total=total, completed=index, count=f"{index + 1}/{total}",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import statistics
 
 from ravine.ewa import EWA
-from ravine.experiments.tasks import TASKS, chance_loss
-from ravine.experiments.train import DIVERGENCE_FACTOR, Run
+from ravine.experiments.train import Run
 
 SMOOTHING = 0.9  # β of the bias-corrected EWA that smooths training-loss curves
 
@@ -18,8 +17,7 @@ def smoothed(values: list[float], beta: float = SMOOTHING) -> list[float]:
 
 def train_curve(run: Run) -> list[float]:
     """Training loss per step over the whole budget; after a divergence, the divergence threshold."""
-    limit = DIVERGENCE_FACTOR * chance_loss(TASKS[run.task])
-    return run.train_loss + [limit] * (run.steps - len(run.train_loss))
+    return run.train_loss + [run.divergence_limit] * (run.steps - len(run.train_loss))
 
 
 def mean_train_loss(run: Run) -> float:

@@ -1,4 +1,4 @@
-"""The small models the experiments train: an MLP for the digits and a character-level GPT."""
+"""The small models the experiments train: an MLP and a conv net for the digits, a character-level GPT."""
 
 from __future__ import annotations
 
@@ -18,6 +18,14 @@ class MLP(nn.Sequential):
             layers += [nn.Linear(inputs, width), nn.ReLU()]
             inputs = width
         super().__init__(*layers, nn.Linear(inputs, classes))
+
+
+class SmallCNN(nn.Sequential):
+    """``1×side×side → conv3×3(16) → ReLU → conv3×3(32) → ReLU → maxpool 2 → Linear → classes``."""
+
+    def __init__(self, side: int, classes: int) -> None:
+        super().__init__(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * (side // 2) ** 2, classes))
 
 
 class Block(nn.Module):

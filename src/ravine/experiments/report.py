@@ -97,7 +97,8 @@ def environment() -> str:
 
 def format_report(outcomes: Sequence[Outcome], seeds: Sequence[int], quick: bool, device: str) -> str:
     mode = "quick — a smoke-test budget, verdicts not meaningful" if quick else "full"
-    budgets = ", ".join(f"{name} {budget(name, quick)[0]} steps" for name in TASKS)
+    used = {o.claim.task for o in outcomes}
+    budgets = ", ".join(f"{name} {budget(name, quick)[0]} steps" for name in TASKS if name in used)
     summary = ["| # | claim | verdict |", "|---:|---|---|"]
     summary += [f"| {o.claim.number} | [{o.claim.statement}](#{o.claim.number}-{_anchor(o.claim.statement)}) | "
                 f"{VERDICT_MARK[o.verdict]} |" for o in outcomes]

@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 
 from ravine.experiments.claims import Check, Claim, Runs, Tuned
-from ravine.experiments.tasks import TASKS
+from ravine.experiments.tasks import TASKS, Task
 from ravine.experiments.train import Arm, Run, train
 
 
@@ -18,7 +18,7 @@ class Listener(Protocol):
 
     def planned(self, total_cost: float) -> None: ...
 
-    def claim(self, index: int, total: int, claim: Claim) -> None: ...
+    def experiment(self, index: int, total: int, name: str, text: str) -> None: ...
 
     def arm(self, index: int, total: int, arm: Arm) -> None: ...
 
@@ -63,7 +63,8 @@ def run_claims(claims: Sequence[Claim], tuned: Tuned, seeds: Sequence[int], quic
         task = TASKS[claim.task]
         steps, eval_every = budget(claim.task, quick)
         if listener is not None:
-            listener.claim(c, len(plans), claim)
+            listener.experiment(c, len(plans), f"{claim.number}. {claim.key}",
+                                f"claim {claim.number}: {claim.statement}")
         runs: Runs = {}
         for a, arm in enumerate(arms):
             if listener is not None:
@@ -74,13 +75,20 @@ def run_claims(claims: Sequence[Claim], tuned: Tuned, seeds: Sequence[int], quic
                 if key not in cache:
                     if listener is not None:
                         listener.seed(s, len(seeds), seed, steps)
-                    stepper = None if listener is None else _Stepper(listener, task.step_cost)
-                    cache[key] = train(task, arm, seed, steps, eval_every, device, stepper)
-                    if stepper is not None:
-                        stepper.report(steps)  # a diverged run stops early: its remaining steps count as done
+                    cache[key] = train_reporting(task, arm, seed, steps, eval_every, device, listener)
                 runs[arm.label].append(replace(cache[key], arm=arm))
         outcomes.append(Outcome(claim, arms, runs, claim.checks(runs, tuned)))
     return outcomes
+
+
+def train_reporting(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: torch.device | str,
+                    listener: Listener | None) -> Run:
+    """:func:`train`, telling ``listener`` (if any) the steps done as it goes."""
+    stepper = None if listener is None else _Stepper(listener, task.step_cost)
+    run = train(task, arm, seed, steps, eval_every, device, stepper)
+    if stepper is not None:
+        stepper.report(steps)  # a diverged run stops early: its remaining steps count as done
+    return run
 
 
 class _Stepper:

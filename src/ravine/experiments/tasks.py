@@ -1,26 +1,36 @@
-"""The two training tasks the claims are tested on: an MLP on the digits and a character-level GPT.
+"""The training tasks ``ravine compare`` runs: an MLP and a small conv net on the digits, a character GPT.
 
-A task owns its data, model, mini-batch sampler and evaluation; the runner (:mod:`ravine.experiments.train`)
-knows nothing else about it. Seeds enter in exactly two places: the initial weights (``torch.manual_seed``) and
-the mini-batch order (a ``torch.Generator``), so two arms run with the same seed start from the same weights and
-see the same batches — every comparison is paired.
+A task owns its data, model, mini-batch sampler, loss and evaluation; the runner
+(:mod:`ravine.experiments.train`) knows nothing else about it. A user's own task (``ravine compare --task
+module:function``) is adapted to the same interface by :mod:`ravine.experiments.user_task`. Seeds enter in
+exactly two places: the initial weights (``torch.manual_seed``) and the mini-batch order (a
+``torch.Generator``), so two arms run with the same seed start from the same weights and see the same batches —
+every comparison is paired.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ravine.experiments import data
-from ravine.experiments.models import MLP, CharGPT
+from ravine.experiments.models import MLP, CharGPT, SmallCNN
 
+# The validation loss a study's "time to target" is measured to, fixed in code before any study ran: about what a
+# well-tuned AdamW reaches by the end of the budget (AlgoPerf sets its targets from tuned baselines), so reaching
+# it at all takes a well-tuned run.
+TARGETS = {"digits": 0.1, "digits-cnn": 0.1, "gpt": 2.0}
+DIVERGENCE_FACTOR = 2.0  # a classifier has diverged once its loss is non-finite or above 2 × the chance loss
 
 class Task(Protocol):
+    """Everything the runner asks of a task (a user's task gets the optional parts filled in by
+    :func:`ravine.experiments.user_task.adapt`)."""
+
     name: str
     title: str
     description: str
@@ -28,15 +38,42 @@ class Task(Protocol):
     quick_steps: int  # the --quick budget
     eval_every: int
     quick_eval_every: int
-    classes: int
     step_cost: float  # relative cost of one training step (for the ETA), digits = 1
-    tune_seeds: tuple[int, ...]  # the lr sweep's seeds, never among the reported seeds 0…N−1
+    tune_seeds: tuple[int, ...]  # the sweeps' seeds, never among the reported seeds 0…N−1
+    target: float  # the validation loss a study's time to target is measured to
 
     def model(self, seed: int, device: torch.device) -> nn.Module: ...
 
-    def batch(self, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def batch(self, generator: torch.Generator, device: torch.device) -> Any: ...
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> tuple[float, float]: ...
+
+    def divergence_limit(self, first_loss: float) -> float:
+        """The training loss above which a run counts as diverged (given the run's first loss)."""
+        ...
+
+    def untrained(self, seed: int, device: torch.device, split: str = "test") -> tuple[float, float]:
+        """(loss, accuracy) on ``split`` a diverged run is scored with: an untrained model's."""
+        ...
+
+
+class Classification:
+    """Cross-entropy classification into ``classes`` classes (a sequence's last axis holds the logits): a diverged
+    run is one whose loss exceeds twice the chance loss ln(classes), and it scores as chance."""
+
+    classes: int
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        return cross_entropy(model(inputs), targets)
+
+    def divergence_limit(self, first_loss: float) -> float:
+        return DIVERGENCE_FACTOR * math.log(self.classes)
+
+    def untrained(self, seed: int, device: torch.device, split: str = "test") -> tuple[float, float]:
+        return math.log(self.classes), 1.0 / self.classes
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -51,7 +88,7 @@ def _loss_and_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[flo
 
 
 @dataclass(frozen=True)
-class DigitsMLP:
+class DigitsMLP(Classification):
     """A 64-128-128-10 ReLU MLP on scikit-learn's digits, mini-batches of 64 drawn with replacement."""
 
     name: str = "digits"
@@ -65,25 +102,53 @@ class DigitsMLP:
     classes: int = 10
     step_cost: float = 1.0
     tune_seeds: tuple[int, ...] = (1000, 1001, 1002)  # cheap runs, noisy final losses: average three
+    target: float = TARGETS["digits"]
     batch_size: int = 64
 
     def model(self, seed: int, device: torch.device) -> nn.Module:
         torch.manual_seed(seed)
         return MLP(64, (128, 128), self.classes).to(device)
 
+    def shaped(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's view of a batch of flat 64-pixel rows."""
+        return pixels
+
     def batch(self, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         train = data.digits()["train"]
         index = torch.randint(len(train), (self.batch_size,), generator=generator)
-        return train.inputs[index].to(device), train.targets[index].to(device)
+        return self.shaped(train.inputs[index]).to(device), train.targets[index].to(device)
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> tuple[float, float]:
         part = data.digits()[split]
         with torch.no_grad():
-            return _loss_and_accuracy(model(part.inputs.to(device)), part.targets.to(device))
+            return _loss_and_accuracy(model(self.shaped(part.inputs).to(device)), part.targets.to(device))
 
 
 @dataclass(frozen=True)
-class StdlibGPT:
+class DigitsCNN(DigitsMLP):
+    """A small conv net on the same digits as 1×8×8 images: two 3×3 convolutions (16, 32 channels), a 2×2 max
+    pool and a linear classifier, mini-batches of 64 drawn with replacement."""
+
+    name: str = "digits-cnn"
+    title: str = "conv net on the digits"
+    description: str = ("scikit-learn's 8×8 digits as 1×8×8 images (the MLP's splits), two 3×3 convolutions "
+                        "(16, 32 channels, ReLU), 2×2 max pool, linear classifier, batches of 64")
+    steps: int = 600
+    quick_steps: int = 100
+    step_cost: float = 3.0
+    tune_seeds: tuple[int, ...] = (1000,)
+    target: float = TARGETS["digits-cnn"]
+
+    def model(self, seed: int, device: torch.device) -> nn.Module:
+        torch.manual_seed(seed)
+        return SmallCNN(8, self.classes).to(device)
+
+    def shaped(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.view(-1, 1, 8, 8)
+
+
+@dataclass(frozen=True)
+class StdlibGPT(Classification):
     """A 2-layer, 4-head, width-64 character GPT (context 64) on Python's standard-library source."""
 
     name: str = "gpt"
@@ -98,6 +163,7 @@ class StdlibGPT:
     classes: int = data.VOCAB_SIZE
     step_cost: float = 40.0
     tune_seeds: tuple[int, ...] = (1000,)
+    target: float = TARGETS["gpt"]
     batch_size: int = 32
     context: int = 64
     eval_windows: int = 128
@@ -127,9 +193,4 @@ class StdlibGPT:
             return _loss_and_accuracy(model(inputs), targets)
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (DigitsMLP(), StdlibGPT())}
-
-
-def chance_loss(task: Task) -> float:
-    """The loss of a uniform guess, ln(classes): what a diverged run is scored as."""
-    return math.log(task.classes)
+TASKS: dict[str, Task] = {task.name: task for task in (DigitsMLP(), DigitsCNN(), StdlibGPT())}

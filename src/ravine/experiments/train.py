@@ -13,9 +13,8 @@ import torch
 import ravine
 from ravine import schedules
 from ravine.experiments.models import LowPrecision
-from ravine.experiments.tasks import Task, chance_loss, cross_entropy
+from ravine.experiments.tasks import Task
 
-DIVERGENCE_FACTOR = 2.0  # a run has diverged once its loss is non-finite or above 2 × the chance loss
 WARMUP_FRACTION = 0.1  # warmup_cosine warms up over the first 10% of the steps
 STEP_DECAY = (3, 0.1)  # step decay: lr × 0.1 at each third of the run (two drops)
 PARAMETER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -24,8 +23,9 @@ PARAMETER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 @dataclass(frozen=True)
 class Arm:
     """What is being compared: an optimizer (a :func:`ravine.create_optimizer` name and its options), an lr,
-    a schedule (``constant``, ``cosine``, ``step`` or ``warmup_cosine``), an optional clipping norm, and the
-    dtype of the model's parameters (``float32``, or ``bfloat16`` for pure-bf16 training)."""
+    a schedule (``constant``, ``cosine``, ``step`` or ``warmup_cosine``, whose warmup lasts the fraction
+    ``warmup`` of the steps, default 0.1), an optional clipping norm, and the dtype of the model's parameters
+    (``float32``, or ``bfloat16`` for pure-bf16 training)."""
 
     label: str
     optimizer: str
@@ -34,12 +34,15 @@ class Arm:
     schedule: str = "constant"
     clip: float | None = None
     dtype: str = "float32"
+    warmup: float = WARMUP_FRACTION
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Invalid schedule: {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"Invalid lr: {self.lr} (lr must be a finite number > 0)")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"Invalid warmup: {self.warmup} (a fraction of the steps in [0, 1))")
         if self.dtype not in PARAMETER_DTYPES:
             raise ValueError(f"Invalid dtype: {self.dtype!r} (choose from {', '.join(PARAMETER_DTYPES)})")
         if self.clip is not None and self.kwargs.get("step_in_backward"):
@@ -52,7 +55,7 @@ class Arm:
 
     def options_text(self) -> str:
         """``weight_decay=0.01, state_dtype=int8`` — the optimizer's options as written in the report."""
-        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.options)
+        return ", ".join(f"{k}={_number_text(v)}" for k, v in self.options)
 
     def describe(self) -> str:
         """``adam(lr=0.001, weight_decay=0.01), cosine, clip 1`` — everything that defines the arm."""
@@ -60,6 +63,8 @@ class Arm:
         text = f"{self.optimizer}(lr={self.lr:.3g}{', ' + options if options else ''})"
         if self.schedule != "constant":
             text += f", {self.schedule} schedule"
+            if self.schedule == "warmup_cosine" and self.warmup != WARMUP_FRACTION:
+                text += f" (warmup {self.warmup:.3g})"
         if self.clip is not None:
             text += f", grad-norm clip {self.clip:g}"
         if self.dtype != "float32":
@@ -67,17 +72,26 @@ class Arm:
         return text
 
 
+def _number_text(value: Any) -> str:
+    """``0.01``, ``(0.9, 0.999)``: floats to 4 significant digits, tuples of them likewise."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_number_text, value)) + ")"
+    return str(value)
+
+
 def _step_decay(lr: float, total_steps: int) -> schedules.Schedule:
     parts, gamma = STEP_DECAY
     return schedules.step_decay(lr, step_size=math.ceil(total_steps / parts), gamma=gamma)
 
 
-SCHEDULES: dict[str, Callable[[float, int], schedules.Schedule]] = {
-    "constant": lambda lr, total: schedules.constant(lr),
-    "cosine": lambda lr, total: schedules.cosine_decay(lr, total_steps=total),
-    "step": _step_decay,
-    "warmup_cosine": lambda lr, total: schedules.warmup_cosine_decay(
-        lr, warmup_steps=max(1, round(WARMUP_FRACTION * total)), total_steps=total),
+SCHEDULES: dict[str, Callable[[float, int, float], schedules.Schedule]] = {
+    "constant": lambda lr, total, warmup: schedules.constant(lr),
+    "cosine": lambda lr, total, warmup: schedules.cosine_decay(lr, total_steps=total),
+    "step": lambda lr, total, warmup: _step_decay(lr, total),
+    "warmup_cosine": lambda lr, total, warmup: schedules.warmup_cosine_decay(
+        lr, warmup_steps=max(1, round(warmup * total)), total_steps=total),
 }
 
 
@@ -91,7 +105,9 @@ class Run:
     steps: int
     train_loss: list[float] = field(default_factory=list)
     evals: list[tuple[int, float, float]] = field(default_factory=list)
+    eval_seconds: list[float] = field(default_factory=list)  # wall time since the run began, at each eval
     diverged_at: int | None = None
+    divergence_limit: float = math.inf
     test_loss: float = math.nan
     test_accuracy: float = math.nan
     state_bytes: int = 0
@@ -112,23 +128,27 @@ def train(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: 
           on_step: Callable[[int], None] | None = None) -> Run:
     """Train ``task``'s model with ``arm`` for ``steps`` steps; stops early (and records where) on divergence.
 
-    A diverged run is scored as an untrained model: test loss ln(classes), test accuracy 1/classes.
+    A diverged run is scored as an untrained model (``task.untrained``: for a classifier, test loss ln(classes)
+    and accuracy 1/classes). An optimizer with ``train()``/``eval()`` modes (Schedule-Free) is evaluated in eval
+    mode, on the weights its authors say to evaluate.
     """
     device = torch.device(device)
     started = time.perf_counter()
+    torch.manual_seed(seed)  # a user's task need not seed its own model
     model = task.model(seed, device)
     if arm.dtype != "float32":
         model = LowPrecision(model, PARAMETER_DTYPES[arm.dtype])
     generator = torch.Generator().manual_seed(seed)
     optimizer = ravine.create_optimizer(arm.optimizer, model, lr=arm.lr, **arm.kwargs)
-    scheduler = schedules.ScheduleLR(optimizer, lambda lr: SCHEDULES[arm.schedule](lr, steps))
+    scheduler = schedules.ScheduleLR(optimizer, lambda lr: SCHEDULES[arm.schedule](lr, steps, arm.warmup))
+    modes = _has_modes(optimizer)
     run = Run(task.name, arm, seed, steps, parameters=sum(p.numel() for p in model.parameters()))
-    limit = DIVERGENCE_FACTOR * chance_loss(task)
     for step in range(steps):
-        inputs, targets = task.batch(generator, device)
-        loss = cross_entropy(model(inputs), targets)
+        loss = task.loss(model, task.batch(generator, device))
         value = loss.item()
-        if not math.isfinite(value) or value > limit:
+        if step == 0:
+            run.divergence_limit = task.divergence_limit(value)
+        if not math.isfinite(value) or value > run.divergence_limit:
             run.diverged_at = step
             break
         run.train_loss.append(value)
@@ -139,14 +159,38 @@ def train(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: 
         optimizer.step()
         scheduler.step()
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            run.evals.append((step + 1, *task.evaluate(model, "val", device)))
+            run.evals.append((step + 1, *_evaluate(task, model, optimizer if modes else None, "val", device)))
+            run.eval_seconds.append(time.perf_counter() - started)
         if on_step is not None:
             on_step(step + 1)
     run.state_bytes = ravine.state_bytes(optimizer)
     if run.diverged or not all(math.isfinite(v) for _, v, _ in run.evals):
         run.diverged_at = run.diverged_at if run.diverged else steps
-        run.test_loss, run.test_accuracy = chance_loss(task), 1.0 / task.classes
+        run.test_loss, run.test_accuracy = task.untrained(seed, device)
     else:
-        run.test_loss, run.test_accuracy = task.evaluate(model, "test", device)
+        run.test_loss, run.test_accuracy = _evaluate(task, model, optimizer if modes else None, "test", device)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _has_modes(optimizer: Any) -> bool:
+    """Whether the optimizer (inside any wrappers such as Lookahead) has Schedule-Free's train/eval modes."""
+    inner = optimizer
+    while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):
+        inner = inner.optimizer
+    return callable(getattr(inner, "eval", None)) and callable(getattr(inner, "train", None))
+
+
+def _evaluate(task: Task, model: torch.nn.Module, modes: Any, split: str, device: torch.device
+              ) -> tuple[float, float]:
+    """``task.evaluate`` with the model in eval mode (and the optimizer too, when it has modes); both are put
+    back in train mode afterwards."""
+    model.eval()
+    if modes is not None:
+        modes.eval()
+    try:
+        return task.evaluate(model, split, device)
+    finally:
+        model.train()
+        if modes is not None:
+            modes.train()
