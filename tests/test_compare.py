@@ -295,7 +295,7 @@ def test_the_documented_figures_exist():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    for doc in (root / "README.md", root / "docs" / "experiments.md"):
+    for doc in (root / "README.md", root / "docs" / "experiments.md", root / "docs" / "study.md"):
         links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", doc.read_text())
         assert links, doc
         for link in links:
