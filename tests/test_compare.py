@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -188,6 +189,38 @@ def test_tune_command_reproduces_the_shipped_entry(tmp_path, monkeypatch, capsys
     assert "digits/SGD" in capsys.readouterr().out
 
 
+def test_a_search_entry_reproduces_its_shipped_trials_and_builds_its_best_arm():
+    from ravine.experiments import tuning
+
+    key = "digits-cnn/Adam, lr and eps"
+    tunable, shipped = TUNABLES[key], load_tuned()[key]
+    assert len(shipped["sweep"]) == tuning.SEARCH_TRIALS
+    two = tuning.sweep(dataclasses.replace(tunable, trials=2), {})
+    assert two["sweep"] == shipped["sweep"][:2]  # the same Sobol points and the same validation losses
+    best = min(shipped["sweep"], key=lambda t: math.inf if t[1] is None else t[1])
+    assert shipped["point"] == best[0]
+    arm = tuning.searched_arm(shipped, key, "Adam")
+    assert (arm.optimizer, arm.lr, arm.kwargs, arm.schedule) == ("adam", best[0]["lr"], {"eps": best[0]["eps"]},
+                                                                "constant")
+
+
+def test_an_arm_with_a_budget_runs_that_fraction_with_its_schedule_rescaled():
+    from ravine.experiments.runner import budget
+
+    arm = Arm("AdamW", "adamw", 1e-3, schedule="cosine", budget=0.25)
+    assert budget("digits", False, arm) == (200, 20) and budget("digits", True, arm) == (38, 10)
+    assert "0.25 of the steps" in arm.describe()
+    with pytest.raises(ValueError, match="budget: 0"):
+        Arm("AdamW", "adamw", 1e-3, budget=0.0)
+
+
+def test_default_lrs_are_the_packages_own():
+    from ravine.experiments.claims import default_lr
+
+    assert [default_lr(n) for n in ("adam", "adamw", "rmsprop", "adagrad", "lion")] == [1e-3, 1e-3, 1e-2, 1e-2,
+                                                                                       1e-4]
+
+
 # ---- the command ------------------------------------------------------------------------------------
 def _compare(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ravine.cli", "compare", *argv], capture_output=True,
@@ -267,7 +300,7 @@ def test_claims_reproduce_exactly_when_rerun_alone(quick_run, tmp_path):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--seeds", "0"], "Invalid seeds: 0"),
-    (["12"], "Invalid claim: '12'"),
+    (["16"], "Invalid claim: '16' (choose from 1–15"),
     (["--device", "gpu7"], "Invalid device: 'gpu7'"),
     (["--tuned", "/nonexistent/tuned.json"], "regenerate it with `ravine compare --tune`"),
 ])

@@ -16,6 +16,7 @@ from typing import Any
 from ravine.experiments import stats
 from ravine.experiments.metrics import early_instability, mean_train_loss, steps_to_accuracy
 from ravine.experiments.train import Arm, Run
+from ravine.experiments.tuning import SEARCH_TRIALS, searched_arm
 
 Tuned = dict[str, dict[str, Any]]
 Runs = dict[str, list[Run]]  # arm label -> runs ordered by seed
@@ -308,6 +309,93 @@ def _memory_claim(number: int, task: str, title: str) -> Claim:
         _memory_arms(task), _memory_checks, (TEST_LOSS, TEST_ACCURACY, STATE))
 
 
+# 12 -----------------------------------------------------------------------------------------------------
+STOPPING_POINTS = (0.25, 0.5, 1.0)
+AT_LEAST_AS_GOOD = 0.02  # "at least as good": at most 2% above
+
+
+def _claim12_arms(tuned: Tuned) -> list[Arm]:
+    cosine = _arm("AdamW, cosine", "adamw", tuned, "digits/AdamW, cosine", schedule="cosine")
+    free = _arm("Schedule-Free AdamW", "schedule_free_adamw", tuned, "digits/Schedule-Free AdamW")
+    return [replace(arm, label=f"{arm.label}, {f:g} of the steps", budget=f)
+            for f in STOPPING_POINTS for arm in (cosine, free)]
+
+
+def _claim12_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, f"Schedule-Free AdamW, {f:g} of the steps", f"AdamW, cosine, {f:g} of the steps",
+                     _log(TEST_LOSS.value), stats.decide_below, math.log(1 + AT_LEAST_AS_GOOD),
+                     what=f"{f:g} of the steps: ln test loss (holds below ln {1 + AT_LEAST_AS_GOOD:g})")
+            for f in STOPPING_POINTS]
+
+
+# 13 -----------------------------------------------------------------------------------------------------
+def _claim13_arms(tuned: Tuned) -> list[Arm]:
+    adam, sgd = "digits-cnn/Adam, lr and eps", "digits-cnn/SGD + momentum, lr and momentum"
+    return [searched_arm(tuned[adam], adam, "Adam, lr and ε tuned"),
+            searched_arm(tuned[sgd], sgd, "SGD + momentum, lr and momentum tuned")]
+
+
+def _claim13_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    return [_compare(runs, "Adam, lr and ε tuned", "SGD + momentum, lr and momentum tuned", _log(TEST_LOSS.value),
+                     stats.decide_below, math.log(1 + AT_LEAST_AS_GOOD),
+                     what=f"ln test loss (holds below ln {1 + AT_LEAST_AS_GOOD:g})")]
+
+
+# 14 -----------------------------------------------------------------------------------------------------
+DEFAULT_OPTIMIZERS = (("Adam", "adam"), ("AdamW", "adamw"), ("RMSprop", "rmsprop"), ("Adagrad", "adagrad"),
+                      ("Lion", "lion"))
+ABOUT_AS_GOOD = 0.05
+
+
+def default_lr(optimizer: str) -> float:
+    """The lr ravine's ``optimizer`` uses when none is given (the one its paper or torch uses)."""
+    import inspect
+
+    from ravine.registry import ALGORITHMS
+
+    return float(inspect.signature(ALGORITHMS[optimizer]).parameters["lr"].default)
+
+
+def _claim14_arms(tuned: Tuned) -> list[Arm]:
+    defaults = [Arm(f"{name}, default lr {default_lr(key):g}", key, default_lr(key)) for name, key in
+                DEFAULT_OPTIMIZERS]
+    return [*defaults, _arm("Adam, tuned lr", "adam", tuned, "digits/Adam")]
+
+
+def best_default_label(runs: Runs) -> str:
+    """The default configuration with the lowest mean final validation loss (chosen on val, judged on test)."""
+    return min((label for label in runs if ", default lr " in label), key=lambda label: statistics.fmean(
+        math.inf if r.diverged else r.evals[-1][1] for r in runs[label]))
+
+
+def _claim14_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    best = best_default_label(runs)
+    pair = {"best default": runs[best], "Adam, tuned lr": runs["Adam, tuned lr"]}
+    return [_compare(pair, "best default", "Adam, tuned lr", _log(TEST_LOSS.value), stats.decide_below,
+                     math.log(1 + ABOUT_AS_GOOD),
+                     what=f"ln test loss of the best default by validation loss ({best}) (holds below "
+                          f"ln {1 + ABOUT_AS_GOOD:g})")]
+
+
+# 15 -----------------------------------------------------------------------------------------------------
+GRID_EXPONENTS = range(-4, 5)  # default lr × 10^(k/2): two decades either side of each optimizer's default
+
+
+def _claim15_arms(tuned: Tuned) -> list[Arm]:
+    return [Arm(f"{name}, lr {default_lr(key) * 10 ** (k / 2):.2g}", key, default_lr(key) * 10 ** (k / 2))
+            for name, key in (("AdamW", "adamw"), ("Lion", "lion")) for k in GRID_EXPONENTS]
+
+
+def _claim15_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    spread = {name: lr_spread([runs[label] for label in grid_labels(runs, name)]) for name in ("Lion", "AdamW")}
+    diff = stats.paired_difference(spread["Lion"], spread["AdamW"])
+    verdict = stats.decide_above(diff)
+    diverged = {name: sum(r.diverged for label in grid_labels(runs, name) for r in runs[label])
+                for name in spread}
+    return [Check(f"spread over the lr grid (std of ln test loss): Lion − AdamW = {diff} → {verdict} (diverged "
+                  f"runs on the grid: Lion {diverged['Lion']}, AdamW {diverged['AdamW']})", verdict)]
+
+
 def _claims() -> list[Claim]:
     digits_columns = (TEST_LOSS, TEST_ACCURACY)
     return [
@@ -379,6 +467,41 @@ def _claims() -> list[Claim]:
               _claim9_arms, _claim9_checks, digits_columns),
         _memory_claim(10, "gpt", "character GPT"),
         _memory_claim(11, "digits", "digits MLP"),
+        Claim(12, "schedule-free-anytime",
+              "Schedule-Free AdamW is at least as good as cosine-decayed AdamW at every stopping point.", "digits",
+              f"After Defazio et al. 2024 (The Road Less Scheduled). Each at the lr its own sweep chose on the "
+              f"full budget, package defaults otherwise (AdamW weight decay 0.01; Schedule-Free weight decay 0, "
+              f"no warmup). AdamW's cosine schedule is rescaled to each stopping point (it is told when training "
+              f"stops); Schedule-Free's constant lr is not (a shorter run is the start of the longer one). Holds "
+              f"if at each of {', '.join(f'{f:g}' for f in STOPPING_POINTS)} of the steps Schedule-Free's test "
+              f"loss is at most {AT_LEAST_AS_GOOD:.0%} above AdamW's (95% interval of the paired difference of ln "
+              f"test loss below ln {1 + AT_LEAST_AS_GOOD:g}); does not hold if any interval lies wholly at or "
+              f"above it.", _claim12_arms, _claim12_checks, digits_columns),
+        Claim(13, "adam-eps-never-loses",
+              "Adam with its ε tuned never loses to SGD with momentum.", "digits-cnn",
+              f"After Choi et al. 2019 (On Empirical Comparisons of Optimizers for Deep Learning): Adam contains "
+              f"momentum SGD as ε grows, so with ε tuned it should be at least as good. Equal budgets: "
+              f"{SEARCH_TRIALS} Sobol trials each, Adam over lr 1e-4 … 1e-1 and ε 1e-10 … 1 (log-uniform), SGD "
+              f"over lr 1e-3 … 1 and momentum 0.7 … 0.99, constant lr, best by validation loss (`--tune` reruns "
+              f"the search). Holds if Adam's test loss is at most {AT_LEAST_AS_GOOD:.0%} above SGD's (95% "
+              f"interval of the paired difference of ln test loss below ln {1 + AT_LEAST_AS_GOOD:g}); does not "
+              f"hold if it lies wholly at or above it.", _claim13_arms, _claim13_checks, digits_columns),
+        Claim(14, "defaults-about-tuned",
+              "Trying a few optimizers at their default settings works about as well as tuning one.", "digits",
+              f"After Schmidt et al. 2021 (Descending through a Crowded Valley). The defaults: "
+              f"{', '.join(name for name, _ in DEFAULT_OPTIMIZERS)}, each at its package's default lr; the best "
+              f"of them is chosen by mean final validation loss and judged on test against Adam at its swept lr. "
+              f"Holds if the best default's test loss is at most {ABOUT_AS_GOOD:.0%} above tuned Adam's (95% "
+              f"interval of the paired difference of ln test loss below ln {1 + ABOUT_AS_GOOD:g}); does not hold "
+              f"if it lies wholly at or above it.", _claim14_arms, _claim14_checks, digits_columns),
+        Claim(15, "lion-less-stable",
+              "Lion is less stable than AdamW: its result depends more on the learning rate.", "digits",
+              "Sign methods take steps of a fixed size whatever the gradient's scale, so a wrong lr is not damped "
+              "(Chen et al. 2023 recommend a 3–10× smaller lr for Lion). Both run on a grid of two decades either "
+              "side of their default lr in half decades (AdamW 1e-5 … 0.1, Lion 1e-6 … 0.01) at the same budget. "
+              "Holds if Lion's spread of ln test loss over its grid (standard deviation, per seed) is larger than "
+              "AdamW's (95% interval of the paired difference above 0); does not hold if it lies wholly at or "
+              "below 0.", _claim15_arms, _claim15_checks, digits_columns),
     ]
 
 

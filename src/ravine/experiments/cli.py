@@ -232,7 +232,9 @@ def _tune(args: argparse.Namespace) -> int:
         write_tuned(entries, folder / "tuned.json")
     path = Path(args.output) / "tuned.json"
     for key, entry in entries.items():
-        extra = ", ".join(f"{k} {v:.3g}" for k, v in entry.items() if k not in ("sweep", "lr"))
+        point = entry.get("point", {})
+        extra = ", ".join([*(f"{k} {v:.3g}" for k, v in point.items() if k != "lr"),
+                           *(f"{k} {v:.3g}" for k, v in entry.items() if k not in ("sweep", "lr", "point"))])
         print(f"{key:34} lr {entry['lr']:.3g}" + (f", {extra}" if extra else ""))
     print(f"wrote {path}; compare with it: ravine compare --tuned {path}", file=sys.stderr)
     return 0

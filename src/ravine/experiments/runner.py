@@ -39,10 +39,14 @@ class Outcome:
         return self.claim.verdict(self.checks)
 
 
-def budget(task: str, quick: bool) -> tuple[int, int]:
-    """(steps, eval_every) of ``task`` in the chosen mode."""
+def budget(task: str, quick: bool, arm: Arm | None = None) -> tuple[int, int]:
+    """(steps, eval_every) of ``task`` in the chosen mode, for ``arm`` (its ``budget`` fraction of the steps)."""
     spec = TASKS[task]
-    return (spec.quick_steps, spec.quick_eval_every) if quick else (spec.steps, spec.eval_every)
+    steps, every = (spec.quick_steps, spec.quick_eval_every) if quick else (spec.steps, spec.eval_every)
+    if arm is None or arm.budget == 1:
+        return steps, every
+    steps = max(1, round(arm.budget * steps))
+    return steps, min(every, steps)
 
 
 def _key(task: str, arm: Arm, seed: int, steps: int) -> tuple:
@@ -54,14 +58,13 @@ def run_claims(claims: Sequence[Claim], tuned: Tuned, seeds: Sequence[int], quic
     """Run every arm of every claim for every seed (a run two claims share is run once) and judge the claims."""
     plans = [(claim, claim.arms(tuned)) for claim in claims]
     cache: dict[tuple, Run] = {}
-    keys = {_key(claim.task, arm, seed, budget(claim.task, quick)[0])
+    keys = {_key(claim.task, arm, seed, budget(claim.task, quick, arm)[0])
             for claim, arms in plans for arm in arms for seed in seeds}
     if listener is not None:
         listener.planned(sum(TASKS[task].step_cost * steps for task, _, _, steps in keys))
     outcomes = []
     for c, (claim, arms) in enumerate(plans):
         task = TASKS[claim.task]
-        steps, eval_every = budget(claim.task, quick)
         if listener is not None:
             listener.experiment(c, len(plans), f"{claim.number}. {claim.key}",
                                 f"claim {claim.number}: {claim.statement}")
@@ -70,6 +73,7 @@ def run_claims(claims: Sequence[Claim], tuned: Tuned, seeds: Sequence[int], quic
             if listener is not None:
                 listener.arm(a, len(arms), arm)
             runs[arm.label] = []
+            steps, eval_every = budget(claim.task, quick, arm)
             for s, seed in enumerate(seeds):
                 key = _key(claim.task, arm, seed, steps)
                 if key not in cache:

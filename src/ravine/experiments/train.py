@@ -25,7 +25,8 @@ class Arm:
     """What is being compared: an optimizer (a :func:`ravine.create_optimizer` name and its options), an lr,
     a schedule (``constant``, ``cosine``, ``step`` or ``warmup_cosine``, whose warmup lasts the fraction
     ``warmup`` of the steps, default 0.1), an optional clipping norm, and the dtype of the model's parameters
-    (``float32``, or ``bfloat16`` for pure-bf16 training)."""
+    (``float32``, or ``bfloat16`` for pure-bf16 training). ``budget`` is the fraction of the task's steps the arm
+    runs (its schedule is rescaled to them): a stopping point."""
 
     label: str
     optimizer: str
@@ -35,12 +36,15 @@ class Arm:
     clip: float | None = None
     dtype: str = "float32"
     warmup: float = WARMUP_FRACTION
+    budget: float = 1.0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Invalid schedule: {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"Invalid lr: {self.lr} (lr must be a finite number > 0)")
+        if not 0 < self.budget <= 1:
+            raise ValueError(f"Invalid budget: {self.budget} (a fraction of the task's steps in (0, 1])")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"Invalid warmup: {self.warmup} (a fraction of the steps in [0, 1))")
         if self.dtype not in PARAMETER_DTYPES:
@@ -69,6 +73,8 @@ class Arm:
             text += f", grad-norm clip {self.clip:g}"
         if self.dtype != "float32":
             text += f", {self.dtype} parameters"
+        if self.budget != 1:
+            text += f", {self.budget:g} of the steps"
         return text
 
 

@@ -9,6 +9,8 @@ the objective is the final validation loss averaged over those seeds (+∞ if an
   With ``find_divergence`` the sweep also walks up in half decades from the best lr until a run diverges and
   records that lr (``diverges_at``): the lr at which the clipping experiment's unclipped run explodes.
 * weight decay: a fixed grid (0 and decades), at the lr tuned for the optimizer without weight decay.
+* a search (``parameter="search"``): the first ``trials`` Sobol points of a stated search space
+  (:mod:`.search`), the same number for every optimizer a claim compares; the best point is kept.
 
 ``ravine compare --tune`` reruns it and rewrites ``tuned.json`` in the package.
 """
@@ -24,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ravine.experiments.search import Dimension, SearchSpace
 from ravine.experiments.tasks import TASKS
 from ravine.experiments.train import Arm, train
 
@@ -33,8 +36,8 @@ EXTEND = 6  # at most this many half-decades beyond the initial grid
 
 @dataclass(frozen=True)
 class Tunable:
-    """One sweep: ``arm`` on ``task`` (its lr is the grid's centre), over ``parameter`` ('lr' or
-    'weight_decay'); a weight-decay sweep runs at the lr of the entry ``lr_from``."""
+    """One sweep: ``arm`` on ``task`` (its lr is the grid's centre), over ``parameter`` ('lr', 'weight_decay',
+    or 'search': ``trials`` points of ``space``); a weight-decay sweep runs at the lr of the entry ``lr_from``."""
 
     key: str
     task: str
@@ -43,9 +46,19 @@ class Tunable:
     grid: tuple[float, ...] = ()
     lr_from: str | None = None
     find_divergence: bool = False
+    space: SearchSpace | None = None
+    trials: int = 16
 
 
 MOMENTUM = (("momentum", 0.9),)
+SEARCH_TRIALS = 16
+# Choi et al. 2019 ("On Empirical Comparisons of Optimizers for Deep Learning") tune Adam's ε over many decades:
+# at large ε Adam becomes momentum SGD, so a wide enough space contains SGD's best run
+ADAM_EPS_SPACE = SearchSpace("Adam, lr and ε tuned", "adam",
+                             (Dimension("lr", 1e-4, 1e-1), Dimension("eps", 1e-10, 1.0)), schedule="constant")
+SGD_MOMENTUM_SPACE = SearchSpace("SGD + momentum, lr and momentum tuned", "sgd",
+                                 (Dimension("lr", 1e-3, 1.0), Dimension("momentum", 0.7, 0.99, "one-minus-log")),
+                                 schedule="constant")
 
 
 def _tunables() -> list[Tunable]:
@@ -61,6 +74,11 @@ def _tunables() -> list[Tunable]:
                 lr_from="digits/Adam"),
         Tunable("digits/AdamW", "digits", Arm("AdamW", "adamw", 1e-3), "weight_decay",
                 (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), lr_from="digits/Adam"),
+        Tunable("digits/AdamW, cosine", "digits", Arm("AdamW", "adamw", 1e-3, schedule="cosine")),
+        Tunable("digits/Schedule-Free AdamW", "digits", Arm("Schedule-Free AdamW", "schedule_free_adamw", 0.0025)),
+        Tunable("digits-cnn/Adam, lr and eps", "digits-cnn", adam, "search", space=ADAM_EPS_SPACE),
+        Tunable("digits-cnn/SGD + momentum, lr and momentum", "digits-cnn", momentum, "search",
+                space=SGD_MOMENTUM_SPACE),
         Tunable("gpt/Adam", "gpt", adam),
         Tunable("gpt/ADOPT", "gpt", Arm("ADOPT", "adopt", 1e-3)),
         Tunable("gpt/AdamW", "gpt", Arm("AdamW", "adamw", 1e-3)),
@@ -113,6 +131,8 @@ def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
     def best() -> float:
         return min(results, key=lambda v: (results[v], v))
 
+    if tunable.space is not None:
+        return _search(tunable, task, on_run)
     if tunable.parameter != "lr":
         for value in tunable.grid:
             trial(value)
@@ -144,6 +164,28 @@ def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
                     break
     entry["sweep"] = [[v, None if math.isinf(loss) else round(loss, 6)] for v, loss in sorted(results.items())]
     return entry
+
+
+def _search(tunable: Tunable, task: Any, on_run: Callable[[str], None] | None) -> dict[str, Any]:
+    """The best of ``tunable.trials`` Sobol points of its space: ``{"lr", "point", "trials": [[point, loss]]}``."""
+    assert tunable.space is not None
+    trials = []
+    for index, point in enumerate(tunable.space.trials(tunable.trials)):
+        if on_run is not None:
+            on_run(f"{tunable.key}: trial {index + 1}")
+        arm = tunable.space.arm(point, task.steps)
+        trials.append((point, _objective([train(task, arm, seed, task.steps, task.eval_every)
+                                          for seed in task.tune_seeds])))
+    point, _ = min(trials, key=lambda t: t[1])  # the first of equals: ties go to the earlier trial
+    return {"lr": point["lr"], "point": point,
+            "sweep": [[p, None if math.isinf(loss) else round(loss, 6)] for p, loss in trials]}
+
+
+def searched_arm(entry: dict[str, Any], tunable_key: str, label: str) -> Arm:
+    """The arm of a search entry's best point."""
+    tunable = TUNABLES[tunable_key]
+    assert tunable.space is not None
+    return replace(tunable.space.arm(entry["point"], TASKS[tunable.task].steps), label=label)
 
 
 def tune(keys: list[str] | None = None, on_run: Callable[[str], None] | None = None,
