@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -237,6 +238,16 @@ def test_schedule_free_is_evaluated_in_eval_mode_and_trains_in_train_mode(monkey
     assert calls == ["eval", "train"] * 3
 
 
+def test_the_command_names_every_built_in_workload_and_the_wide_gpt_differs_only_in_width():
+    from ravine.experiments.cli import _task_names
+
+    assert _task_names() == list(TASKS)
+    narrow, wide = TASKS["gpt"], TASKS["gpt-128"]
+    sizes = [sum(p.numel() for p in t.model(0, torch.device("cpu")).parameters()) for t in (narrow, wide)]
+    assert sizes == [110_400, 417_408] and "~417k parameters" in wide.description
+    assert (wide.steps, wide.batch_size, wide.target) == (narrow.steps, narrow.batch_size, narrow.target)
+
+
 def test_the_conv_net_workload_trains_on_images():
     task = TASKS["digits-cnn"]
     inputs, targets = task.batch(torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -265,6 +276,8 @@ def study_run(tmp_path_factory):
 
 def test_the_study_writes_its_report_tables_and_figures(study_run):
     out, result = study_run
+    assert re.search(r"diabetes: .*; 40 steps, target validation loss 0.55; about \d+ s \(3 optimizers × \(3 "
+                     r"trials \+ 2 seeds × 3 stopping points\)\)", result.stderr)
     names = {p.name for p in out.iterdir()}
     assert names == {"report.md", "timing.md", "trials.csv", "runs.json", "runs.csv", "profile.png",
                      "workload-diabetes.png"}

@@ -66,7 +66,7 @@ def add_parser(commands: Any) -> None:
 
 
 def _task_names() -> list[str]:
-    return ["digits", "digits-cnn", "gpt"]
+    return ["digits", "digits-cnn", "gpt", "gpt-128"]
 
 
 def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:
@@ -176,6 +176,10 @@ def _study_plan(args: argparse.Namespace) -> dict[str, Any]:
     return {"workloads": workloads, "spaces": spaces}
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -183,15 +187,17 @@ def _split(text: str) -> list[str]:
 def _study(args: argparse.Namespace, plan: dict[str, Any], device: torch.device) -> int:
     from rich.console import Console
 
-    from ravine.experiments.study import run_study
+    from ravine.experiments.study import estimate_seconds, run_study
     from ravine.experiments.study_report import format_profile, write_outputs
 
     console = Console(stderr=True)
     started = time.monotonic()
     seeds = list(range(args.seeds))
     for task, steps, _ in plan["workloads"]:
-        console.print(f"{task.name}: {task.description}; {steps} steps, target validation loss {task.target:g}",
-                      highlight=False, soft_wrap=True)
+        seconds = estimate_seconds(task, steps, plan["spaces"], args.trials, len(seeds), device)
+        console.print(f"{task.name}: {task.description}; {steps} steps, target validation loss {task.target:g}; "
+                      f"about {_duration(seconds)} ({len(plan['spaces'])} optimizers × ({args.trials} trials + "
+                      f"{len(seeds)} seeds × 3 stopping points))", highlight=False, soft_wrap=True)
     with RichListener(console) as listener:
         study = run_study(plan["workloads"], plan["spaces"], args.trials, seeds, args.search, args.quick, device,
                           listener)

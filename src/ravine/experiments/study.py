@@ -152,6 +152,34 @@ def plan_cost(tasks: Sequence[tuple[Task, int]], spaces: int, trials: int, seeds
     return spaces * sum(per_optimizer)
 
 
+def estimate_seconds(task: Task, steps: int, spaces: Sequence[SearchSpace], trials: int, seeds: int,
+                     device: torch.device | str = "cpu", probe: int = 3) -> float:
+    """The seconds a workload's part of the study should take: ``probe`` steps of each optimizer's first trial
+    are timed (after two untimed ones), then scaled to every run the study makes."""
+    import time
+
+    import ravine
+
+    device = torch.device(device)
+    total = 0.0
+    runs = trials + seeds * sum(STOPPING_FRACTIONS)
+    for space in spaces:
+        arm = space.arm(space.trials(1)[0], steps)
+        torch.manual_seed(0)
+        model = task.model(0, device)
+        optimizer = ravine.create_optimizer(arm.optimizer, model, lr=arm.lr, **arm.kwargs)
+        generator = torch.Generator().manual_seed(0)
+        for step in range(2 + probe):
+            if step == 2:
+                started = time.perf_counter()
+            loss = task.loss(model, task.batch(generator, device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        total += (time.perf_counter() - started) / probe * steps * runs
+    return total
+
+
 def run_study(tasks: Sequence[tuple[Task, int, int]], spaces: Sequence[SearchSpace], trials: int,
               seeds: Sequence[int], search: str = "full", quick: bool = False, device: torch.device | str = "cpu",
               listener: Listener | None = None) -> Study:

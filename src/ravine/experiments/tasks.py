@@ -24,7 +24,7 @@ from ravine.experiments.models import MLP, CharGPT, SmallCNN
 # The validation loss a study's "time to target" is measured to, fixed in code before any study ran: about what a
 # well-tuned AdamW reaches by the end of the budget (AlgoPerf sets its targets from tuned baselines), so reaching
 # it at all takes a well-tuned run.
-TARGETS = {"digits": 0.1, "digits-cnn": 0.1, "gpt": 2.0}
+TARGETS = {"digits": 0.1, "digits-cnn": 0.1, "gpt": 2.0, "gpt-128": 2.0}  # both GPT widths: the same loss
 DIVERGENCE_FACTOR = 2.0  # a classifier has diverged once its loss is non-finite or above 2 × the chance loss
 
 class Task(Protocol):
@@ -147,15 +147,20 @@ class DigitsCNN(DigitsMLP):
         return pixels.view(-1, 1, 8, 8)
 
 
+def _gpt_description(width: int, thousands: int) -> str:
+    return (f"character-level GPT-2-style transformer (2 pre-LN blocks, width {width}, 4 heads, context 64, "
+            f"~{thousands}k parameters) on the source of {len(data.STDLIB_FILES)} standard-library modules (each "
+            "file: first 80% train, next 10% val, last 10% test), batches of 32")
+
+
 @dataclass(frozen=True)
 class StdlibGPT(Classification):
-    """A 2-layer, 4-head, width-64 character GPT (context 64) on Python's standard-library source."""
+    """A 2-layer, 4-head character GPT (context 64, width 64 unless ``width`` says otherwise) on Python's
+    standard-library source."""
 
     name: str = "gpt"
     title: str = "character GPT on Python's standard library"
-    description: str = (f"character-level GPT-2-style transformer (2 pre-LN blocks, width 64, 4 heads, context "
-                        f"64, ~110k parameters) on the source of {len(data.STDLIB_FILES)} standard-library "
-                        "modules (each file: first 80% train, next 10% val, last 10% test), batches of 32")
+    description: str = _gpt_description(64, 110)
     steps: int = 600
     quick_steps: int = 60
     eval_every: int = 50
@@ -167,10 +172,11 @@ class StdlibGPT(Classification):
     batch_size: int = 32
     context: int = 64
     eval_windows: int = 128
+    width: int = 64
 
     def model(self, seed: int, device: torch.device) -> nn.Module:
         torch.manual_seed(seed)
-        return CharGPT(data.VOCAB_SIZE, self.context, width=64, depth=2, heads=4).to(device)
+        return CharGPT(data.VOCAB_SIZE, self.context, width=self.width, depth=2, heads=4).to(device)
 
     def _windows(self, stream: torch.Tensor, starts: torch.Tensor, device: torch.device
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,4 +199,6 @@ class StdlibGPT(Classification):
             return _loss_and_accuracy(model(inputs), targets)
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (DigitsMLP(), DigitsCNN(), StdlibGPT())}
+WIDE_GPT = StdlibGPT(name="gpt-128", title="character GPT, width 128", description=_gpt_description(128, 417),
+                     step_cost=100.0, target=TARGETS["gpt-128"], width=128)
+TASKS: dict[str, Task] = {task.name: task for task in (DigitsMLP(), DigitsCNN(), StdlibGPT(), WIDE_GPT)}
