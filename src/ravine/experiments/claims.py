@@ -15,7 +15,7 @@ from typing import Any
 
 from ravine.experiments import stats
 from ravine.experiments.metrics import early_instability, mean_train_loss, steps_to_accuracy
-from ravine.experiments.train import Arm, Run
+from ravine.experiments.train import STOPPING_POINTS, Arm, Run
 from ravine.experiments.tuning import SEARCH_TRIALS, searched_arm
 
 Tuned = dict[str, dict[str, Any]]
@@ -310,7 +310,6 @@ def _memory_claim(number: int, task: str, title: str) -> Claim:
 
 
 # 12 -----------------------------------------------------------------------------------------------------
-STOPPING_POINTS = (0.25, 0.5, 1.0)
 AT_LEAST_AS_GOOD = 0.02  # "at least as good": at most 2% above
 
 

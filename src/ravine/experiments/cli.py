@@ -24,6 +24,8 @@ STUDY_TRIALS, QUICK_TRIALS = 16, 4
 
 
 def add_parser(commands: Any) -> None:
+    from ravine.experiments.tasks import TASKS
+
     parser = commands.add_parser(
         "compare", help="rerun common claims about optimizers on real data and report which hold",
         description="Rerun common empirical claims about optimizers (digits MLP, character GPT on Python's "
@@ -53,7 +55,7 @@ def add_parser(commands: Any) -> None:
                        help="your own workload: a function returning a task (see docs/experiments.md); "
                             "repeatable; implies --study")
     study.add_argument("--workloads", default=None, metavar="NAMES",
-                       help=f"built-in workloads, comma-separated, from {', '.join(_task_names())} (default "
+                       help=f"built-in workloads, comma-separated, from {', '.join(TASKS)} (default "
                             f"{','.join(STUDY_WORKLOADS)}; none when --task is given)")
     study.add_argument("--optimizers", default=None, metavar="NAMES",
                        help="optimizers to tune, comma-separated (default: AdamW, SGD + momentum, Lion, "
@@ -63,10 +65,6 @@ def add_parser(commands: Any) -> None:
                             "--quick)")
     study.add_argument("--search", choices=("full", "lr"), default="full",
                        help="search every hyperparameter of each space (default) or the learning rate only")
-
-
-def _task_names() -> list[str]:
-    return ["digits", "digits-cnn", "gpt", "gpt-128"]
 
 
 def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:

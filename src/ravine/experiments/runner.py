@@ -10,7 +10,7 @@ import torch
 
 from ravine.experiments.claims import Check, Claim, Runs, Tuned
 from ravine.experiments.tasks import TASKS, Task
-from ravine.experiments.train import Arm, Run, train
+from ravine.experiments.train import Arm, Run, stopping_steps, train
 
 
 class Listener(Protocol):
@@ -43,10 +43,7 @@ def budget(task: str, quick: bool, arm: Arm | None = None) -> tuple[int, int]:
     """(steps, eval_every) of ``task`` in the chosen mode, for ``arm`` (its ``budget`` fraction of the steps)."""
     spec = TASKS[task]
     steps, every = (spec.quick_steps, spec.quick_eval_every) if quick else (spec.steps, spec.eval_every)
-    if arm is None or arm.budget == 1:
-        return steps, every
-    steps = max(1, round(arm.budget * steps))
-    return steps, min(every, steps)
+    return stopping_steps(steps, every, 1.0 if arm is None else arm.budget)
 
 
 def _key(task: str, arm: Arm, seed: int, steps: int) -> tuple:

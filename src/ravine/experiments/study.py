@@ -32,9 +32,8 @@ from ravine.experiments import stats
 from ravine.experiments.runner import Listener, train_reporting
 from ravine.experiments.search import SearchSpace
 from ravine.experiments.tasks import Task
-from ravine.experiments.train import Run
+from ravine.experiments.train import STOPPING_POINTS, Run, stopping_steps
 
-STOPPING_FRACTIONS = (0.25, 0.5, 1.0)
 PROFILE_TAUS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 TAU_MAX = 4.0  # AlgoPerf integrates its profiles up to τ = 4
 
@@ -74,6 +73,10 @@ class Workload:
     steps: int
     eval_every: int
     entries: list[Entry]
+
+    def entry(self, label: str) -> Entry:
+        """The entry of the optimizer labelled ``label``."""
+        return next(e for e in self.entries if e.space.label == label)
 
 
 @dataclass
@@ -137,8 +140,7 @@ def profile_area(times: dict[str, list[float]], tau_max: float = TAU_MAX) -> dic
 def step_times(study: Study) -> dict[str, list[float]]:
     """Median steps to target per optimizer, one per workload (∞ where it did not reach the target)."""
     names = [e.space.label for e in study.workloads[0].entries]
-    return {name: [median_steps(next(e for e in w.entries if e.space.label == name).full, w.task.target)
-                   for w in study.workloads] for name in names}
+    return {name: [median_steps(w.entry(name).full, w.task.target) for w in study.workloads] for name in names}
 
 
 def paired_log_loss(a: Sequence[Run], b: Sequence[Run]) -> stats.Difference:
@@ -148,7 +150,7 @@ def paired_log_loss(a: Sequence[Run], b: Sequence[Run]) -> stats.Difference:
 
 def plan_cost(tasks: Sequence[tuple[Task, int]], spaces: int, trials: int, seeds: int) -> float:
     """The study's total cost in the listener's units (steps × step cost)."""
-    per_optimizer = [task.step_cost * steps * (trials + seeds * sum(STOPPING_FRACTIONS)) for task, steps in tasks]
+    per_optimizer = [task.step_cost * steps * (trials + seeds * sum(STOPPING_POINTS)) for task, steps in tasks]
     return spaces * sum(per_optimizer)
 
 
@@ -162,7 +164,7 @@ def estimate_seconds(task: Task, steps: int, spaces: Sequence[SearchSpace], tria
 
     device = torch.device(device)
     total = 0.0
-    runs = trials + seeds * sum(STOPPING_FRACTIONS)
+    runs = trials + seeds * sum(STOPPING_POINTS)
     for space in spaces:
         arm = space.arm(space.trials(1)[0], steps)
         torch.manual_seed(0)
@@ -195,19 +197,19 @@ def run_study(tasks: Sequence[tuple[Task, int, int]], spaces: Sequence[SearchSpa
             if listener is not None:
                 listener.experiment(w * len(spaces) + s, experiments, f"{task.name}: {space.label}",
                                     f"{task.name}: {space.label}, {trials} trials, then {len(seeds)} seeds")
-            plan = [(fraction, seed) for fraction in STOPPING_FRACTIONS for seed in seeds]
+            plan = [(fraction, seed) for fraction in STOPPING_POINTS for seed in seeds]
             entry = Entry(space, _tune(task, space, steps, eval_every, trials, trials + len(plan), device,
                                        listener))
             best = entry.best.point
-            for f, fraction in enumerate(STOPPING_FRACTIONS):
-                budget = max(1, round(fraction * steps))
+            for f, fraction in enumerate(STOPPING_POINTS):
+                budget, every = stopping_steps(steps, eval_every, fraction)
                 arm = space.arm(best, budget, f"{space.label}, best trial, {fraction:g} of the steps")
                 if listener is not None:
                     listener.arm(trials + f * len(seeds), trials + len(plan), arm)
                 for i, seed in enumerate(seeds):
                     if listener is not None:
                         listener.seed(i, len(seeds), seed, budget)
-                    run = train_reporting(task, arm, seed, budget, min(eval_every, budget), device, listener)
+                    run = train_reporting(task, arm, seed, budget, every, device, listener)
                     entry.finals.setdefault(fraction, []).append(run)
             workload.entries.append(entry)
         study.workloads.append(workload)
@@ -224,8 +226,8 @@ def _tune(task: Task, space: SearchSpace, steps: int, eval_every: int, trials: i
             listener.arm(index, arms, arm)
             listener.seed(0, 1, seed, steps)
         run = train_reporting(task, arm, seed, steps, eval_every, device, listener)
-        untrained = task.untrained(seed, torch.device(device), "val")[0]
-        objective = untrained if run.diverged or not run.evals else run.evals[-1][1]
+        diverged = run.diverged or not run.evals
+        objective = task.untrained(seed, torch.device(device), "val")[0] if diverged else run.evals[-1][1]
         done.append(Trial(index + 1, point, run, objective))
     return done
 

@@ -19,7 +19,6 @@ from ravine.experiments.report import _strict, environment
 from ravine.experiments.stats import mean_std
 from ravine.experiments.study import (
     PROFILE_TAUS,
-    STOPPING_FRACTIONS,
     TAU_MAX,
     Study,
     Workload,
@@ -33,7 +32,7 @@ from ravine.experiments.study import (
     steps_to_target,
     summary,
 )
-from ravine.experiments.train import Run
+from ravine.experiments.train import STOPPING_POINTS, Run
 from ravine.files import atomic_output
 
 OUTPUTS = ("report.md", "timing.md", "trials.csv", "runs.json", "runs.csv", "*.png")
@@ -92,15 +91,15 @@ def format_workload(workload: Workload, study: Study) -> str:
     best = ["| optimizer | best trial | its hyperparameters | its final validation loss |", "|---|---:|---|---:|"]
     best += [f"| {e.space.label} | {e.best.index} | {_point(e.best.point)} | {_loss(e.best.objective)} |"
              for e in entries]
-    stopping = ["| optimizer | " + " | ".join(f"{f:g} of the steps" for f in STOPPING_FRACTIONS) + " |",
-                "|---|" + "---:|" * len(STOPPING_FRACTIONS)]
+    stopping = ["| optimizer | " + " | ".join(f"{f:g} of the steps" for f in STOPPING_POINTS) + " |",
+                "|---|" + "---:|" * len(STOPPING_POINTS)]
     ranks = {f: _ranks({e.space.label: statistics.fmean(r.test_loss for r in e.finals[f]) for e in entries})
-             for f in STOPPING_FRACTIONS}
+             for f in STOPPING_POINTS}
     for e in entries:
         cells = [f"{statistics.fmean(r.test_loss for r in e.finals[f]):.4f} (#{ranks[f][e.space.label]})"
-                 for f in STOPPING_FRACTIONS]
+                 for f in STOPPING_POINTS]
         stopping.append(f"| {e.space.label} | " + " | ".join(cells) + " |")
-    flips = [f for f in STOPPING_FRACTIONS if ranks[f] != ranks[1.0]]
+    flips = [f for f in STOPPING_POINTS if ranks[f] != ranks[1.0]]
     flip_text = (f"The ranking at {', '.join(f'{f:g}' for f in flips)} of the steps differs from the ranking at "
                  f"the full budget." if flips else "The ranking is the same at every stopping point.")
     return (f"## {task.title}\n\n"
@@ -143,7 +142,7 @@ def format_search(study: Study) -> str:
 
 
 def _trial_cell(workload: Workload, label: str, index: int) -> str:
-    trial = next(e for e in workload.entries if e.space.label == label).trials[index]
+    trial = workload.entry(label).trials[index]
     return f"{trial.objective:.4f}" + (" (diverged)" if trial.run.diverged else "")
 
 
@@ -217,14 +216,14 @@ def plot_workload(workload: Workload, study: Study, path: Path) -> None:
         length = min(map(len, curves))
         steps = [step for step, _, _ in e.full[0].evals][:length]
         axes[1].plot(steps, [statistics.fmean(c[j] for c in curves) for j in range(length)], label=e.space.label)
-        axes[2].plot(STOPPING_FRACTIONS, [statistics.fmean(r.test_loss for r in e.finals[f])
-                                          for f in STOPPING_FRACTIONS], marker="o", label=e.space.label)
+        axes[2].plot(STOPPING_POINTS, [statistics.fmean(r.test_loss for r in e.finals[f])
+                                          for f in STOPPING_POINTS], marker="o", label=e.space.label)
     axes[1].axhline(workload.task.target, color="black", linestyle=":", linewidth=1, label="target")
     axes[0].set(title="expected best validation loss after k trials", xlabel="trials k", yscale="log",
                 xscale="log")
     axes[1].set(title="best trial: validation loss (mean over seeds)", xlabel="step", yscale="log")
     axes[2].set(title="best trial rerun at a shorter budget: test loss", xlabel="fraction of the step budget",
-                yscale="log", xticks=STOPPING_FRACTIONS)
+                yscale="log", xticks=STOPPING_POINTS)
     axes[0].legend(fontsize=7)
     fig.suptitle(workload.task.title, fontsize=10)
     fig.tight_layout()
@@ -246,7 +245,7 @@ def _rows(study: Study) -> list[dict[str, Any]]:
         for e in w.entries:
             rows += [_run_row(w, e.space.label, f"trial {t.index}", t.run) for t in e.trials]
             rows += [_run_row(w, e.space.label, f"best, {f:g} of the steps", r)
-                     for f in STOPPING_FRACTIONS for r in e.finals[f]]
+                     for f in STOPPING_POINTS for r in e.finals[f]]
     return rows
 
 
@@ -285,11 +284,12 @@ def write_outputs(study: Study, out: Path, device: str, meta: dict[str, Any]) ->
     for w in study.workloads:
         figures.append(out / workload_figure(w))
         plot_workload(w, study, figures[-1])
+    rows = _rows(study)
     document = {"meta": {**meta, "device": device, "environment": environment(), "quick": study.quick},
-                "summary": summary(study), "runs": _rows(study)}
+                "summary": summary(study), "runs": rows}
     with atomic_output(out / "runs.json") as tmp:
         Path(tmp).write_text(json.dumps(_strict(document), indent=1, allow_nan=False))
-    _write_csv(out / "runs.csv", _rows(study))
+    _write_csv(out / "runs.csv", rows)
     _write_csv(out / "trials.csv", _trial_rows(study))
     with atomic_output(out / "timing.md") as tmp:
         Path(tmp).write_text(format_timing(study, meta))

@@ -18,6 +18,15 @@ from ravine.experiments.tasks import Task
 WARMUP_FRACTION = 0.1  # warmup_cosine warms up over the first 10% of the steps
 STEP_DECAY = (3, 0.1)  # step decay: lr × 0.1 at each third of the run (two drops)
 PARAMETER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+STOPPING_POINTS = (0.25, 0.5, 1.0)  # the fractions of the budget at which claims and studies compare runs
+
+
+def stopping_steps(steps: int, eval_every: int, fraction: float) -> tuple[int, int]:
+    """(steps, eval_every) of a run stopped at ``fraction`` of a ``steps`` budget (at least one step)."""
+    if fraction == 1:
+        return steps, eval_every
+    stopped = max(1, round(fraction * steps))
+    return stopped, min(eval_every, stopped)
 
 
 @dataclass(frozen=True)
