@@ -230,7 +230,7 @@ def _compare(*argv: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    result = _compare("--quick", "-o", str(out))
+    result = _compare("--quick", "-j", "2", "-o", str(out))  # two runs at a time, each in a worker process
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -289,9 +289,10 @@ def test_memory_savers_change_only_what_they_claim_to(quick_run):
 
 
 def test_claims_reproduce_exactly_when_rerun_alone(quick_run, tmp_path):
-    # A claim's numbers depend only on its seeds: rerunning two claims on their own reproduces their sections.
+    # A claim's numbers depend only on its seeds: rerunning two claims on their own, one run at a time in this
+    # process instead of two at a time in workers, reproduces their sections.
     out, _ = quick_run
-    result = _compare("adam-faster", "4", "--quick", "-o", str(tmp_path))
+    result = _compare("adam-faster", "4", "--quick", "-j", "1", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     full, alone = _sections((out / "report.md").read_text()), _sections((tmp_path / "report.md").read_text())
     assert sorted(alone) == [1, 4]
@@ -300,7 +301,9 @@ def test_claims_reproduce_exactly_when_rerun_alone(quick_run, tmp_path):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--seeds", "0"], "Invalid seeds: 0"),
-    (["16"], "Invalid claim: '16' (choose from 1–15"),
+    (["17"], f"Invalid claim: '17' (choose from 1–{len(CLAIMS)}"),
+    (["--jobs", "0"], "Invalid jobs: 0"),
+    (["--study", "--jobs", "2"], "Invalid jobs: the tuning study makes one run at a time"),
     (["--device", "gpu7"], "Invalid device: 'gpu7'"),
     (["--tuned", "/nonexistent/tuned.json"], "regenerate it with `ravine compare --tune`"),
 ])

@@ -238,14 +238,24 @@ def test_schedule_free_is_evaluated_in_eval_mode_and_trains_in_train_mode(monkey
     assert calls == ["eval", "train"] * 3
 
 
-def test_the_command_names_every_built_in_workload_and_the_wide_gpt_differs_only_in_width():
+def test_the_command_names_every_built_in_workload_and_the_wide_gpts_differ_only_in_width():
+    from ravine.experiments.cli import default_workloads
+
     result = _compare("--help")
     assert result.returncode == 0
     assert f"from {', '.join(TASKS)} (default" in " ".join(result.stdout.split())
-    narrow, wide = TASKS["gpt"], TASKS["gpt-128"]
-    sizes = [sum(p.numel() for p in t.model(0, torch.device("cpu")).parameters()) for t in (narrow, wide)]
-    assert sizes == [110_400, 417_408] and "~417k parameters" in wide.description
-    assert (wide.steps, wide.batch_size, wide.target) == (narrow.steps, narrow.batch_size, narrow.target)
+    narrow = TASKS["gpt"]
+    for name, size in (("gpt", 110_400), ("gpt-128", 417_408), ("gpt-256", 1_621_248), ("gpt-512", 6_388_224)):
+        wide = TASKS[name]
+        with torch.device("meta"):  # the parameter count needs no memory
+            model = wide.model(0, torch.device("meta"))
+        assert sum(p.numel() for p in model.parameters()) == size
+        assert f"~{size // 1000}k parameters" in wide.description
+        assert (wide.steps, wide.batch_size, wide.target) == (narrow.steps, narrow.batch_size, narrow.target)
+    # a GPU study adds the four widths to the defaults; the CPU defaults stay the two digits workloads
+    assert default_workloads(torch.device("cpu")) == ("digits", "digits-cnn")
+    assert default_workloads(torch.device("cuda")) == ("digits", "digits-cnn", "gpt", "gpt-128", "gpt-256",
+                                                        "gpt-512")
 
 
 def test_the_conv_net_workload_trains_on_images():

@@ -4,4 +4,5 @@ import sys
 
 from ravine.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # also imported by the workers `ravine compare --jobs` spawns
+    sys.exit(main())

@@ -14,9 +14,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ravine.experiments import stats
-from ravine.experiments.metrics import early_instability, mean_train_loss, steps_to_accuracy
+from ravine.experiments.metrics import early_instability, mean_train_loss, steps_to_accuracy, steps_to_stop
+from ravine.experiments.tasks import TASKS
 from ravine.experiments.train import STOPPING_POINTS, Arm, Run
-from ravine.experiments.tuning import SEARCH_TRIALS, searched_arm
+from ravine.experiments.tuning import (
+    SEARCH_TRIALS,
+    WIDTH_OPTIMIZERS,
+    WIDTH_TASKS,
+    WIDTH_TRIALS,
+    searched_arm,
+    width_key,
+)
 
 Tuned = dict[str, dict[str, Any]]
 Runs = dict[str, list[Run]]  # arm label -> runs ordered by seed
@@ -395,6 +403,40 @@ def _claim15_checks(runs: Runs, tuned: Tuned) -> list[Check]:
                   f"runs on the grid: Lion {diverged['Lion']}, AdamW {diverged['AdamW']})", verdict)]
 
 
+# 16 -----------------------------------------------------------------------------------------------------
+TARGET_EVAL_EVERY = 10  # on the way to the target the validation loss is measured every 10 steps
+
+
+def _width_label(label: str, task: str) -> str:
+    return f"{label}, width {TASKS[task].width}"
+
+
+def _claim16_arms(tuned: Tuned) -> list[Arm]:
+    return [replace(searched_arm(tuned[width_key(task, label)], width_key(task, label), _width_label(label, task)),
+                    task=task, until=TASKS[task].target, eval_every=TARGET_EVAL_EVERY)
+            for task in WIDTH_TASKS for label in WIDTH_OPTIMIZERS]
+
+
+def _claim16_checks(runs: Runs, tuned: Tuned) -> list[Check]:
+    muon, adamw = WIDTH_OPTIMIZERS[1], WIDTH_OPTIMIZERS[0]
+    checks, gaps = [], []
+    for task in WIDTH_TASKS:
+        a, b = _width_label(muon, task), _width_label(adamw, task)
+        checks.append(_compare(runs, a, b, _log(steps_to_stop), stats.decide_below,
+                               what=f"width {TASKS[task].width}: ln steps to target"))
+        gaps.append([math.log(steps_to_stop(x) / steps_to_stop(y)) for x, y in zip(runs[a], runs[b], strict=True)])
+    narrow, wide = (TASKS[task].width for task in WIDTH_TASKS)
+    diff = stats.paired_difference(gaps[1], gaps[0])
+    verdict = stats.decide_above(diff)
+    checks.append(Check(f"the advantage shrinks with width: ln(Muon's steps / AdamW's) at width {wide} − at width "
+                        f"{narrow} = {diff} → {verdict}", verdict))
+    return checks
+
+
+STEPS_TO_TARGET = Column("steps to target", lambda r: float(steps_to_stop(r)), 0)
+SECONDS = Column("seconds", lambda r: r.seconds, 2)
+
+
 def _claims() -> list[Claim]:
     digits_columns = (TEST_LOSS, TEST_ACCURACY)
     return [
@@ -501,6 +543,25 @@ def _claims() -> list[Claim]:
               "Holds if Lion's spread of ln test loss over its grid (standard deviation, per seed) is larger than "
               "AdamW's (95% interval of the paired difference above 0); does not hold if it lies wholly at or "
               "below 0.", _claim15_arms, _claim15_checks, digits_columns),
+        Claim(16, "muon-fewer-steps",
+              "Muon (with AdamW for the other parameters) reaches the target loss in fewer steps than AdamW, and "
+              "its advantage shrinks as the model gets wider.", "gpt",
+              f"After Jordan et al. 2024 (Muon: an optimizer for hidden layers), Liu et al. 2025 (Muon is "
+              f"Scalable for LLM Training: about 2× AdamW's compute efficiency) and Wen et al. 2025 "
+              f"(Fantastic Pretraining Optimizers: speedups over AdamW shrink with scale, 1.4× at 0.1 B "
+              f"parameters to 1.1× at 1.2 B). The character GPT at widths "
+              f"{' and '.join(str(TASKS[t].width) for t in WIDTH_TASKS)} "
+              f"(same data, budget and target). Equal tuning budgets: on each width each optimizer gets the first "
+              f"{WIDTH_TRIALS} Sobol trials of its search space in `ravine compare --study` (AdamW over lr, β₁, "
+              f"β₂, ε, weight decay, warmup; Muon + AdamW over Muon's lr and momentum, AdamW's lr, weight decay, "
+              f"warmup; hidden matrices to Muon by `ravine.muon_param_groups`), best by final validation loss. "
+              f"Each run stops at the first evaluation (every {TARGET_EVAL_EVERY} steps) whose validation loss is "
+              f"at or below the target {TASKS[WIDTH_TASKS[0]].target:g}; a run that never gets there counts as "
+              f"twice the budget. Three parts, all needed: at each width Muon's steps to the target are fewer "
+              f"(95% interval of the paired difference of ln steps below 0), and the log ratio of Muon's steps to "
+              f"AdamW's is larger (closer to 0) at the wider model (interval of its paired difference above 0). "
+              f"Does not hold if any part's interval lies wholly on the other side.",
+              _claim16_arms, _claim16_checks, (STEPS_TO_TARGET, SECONDS, STATE)),
     ]
 
 

@@ -20,6 +20,8 @@ TUNE_OUTPUTS = ("tuned.json",)
 QUICK_SEEDS = 3
 STUDY_OUTPUTS = ("report.md", "timing.md", "trials.csv", "runs.json", "runs.csv", "*.png")
 STUDY_WORKLOADS = ("digits", "digits-cnn")
+# with a GPU the default study adds the character GPT at four widths: does an advantage grow or shrink with width?
+ACCELERATOR_WORKLOADS = (*STUDY_WORKLOADS, "gpt", "gpt-128", "gpt-256", "gpt-512")
 STUDY_TRIALS, QUICK_TRIALS = 16, 4
 
 
@@ -42,6 +44,9 @@ def add_parser(commands: Any) -> None:
                         help="output folder, replaced whole when the run completes (default ./compare; "
                              "./compare-tune with --tune)")
     parser.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="runs made at once, each in its own process on one CPU thread (default: one per "
+                             "CPU core on cpu, 1 on an accelerator); the results do not depend on it")
     parser.add_argument("--list", action="store_true", help="list the claims and exit")
     parser.add_argument("--tune", action="store_true",
                         help="rerun the learning-rate sweep, write OUTPUT/tuned.json, then exit")
@@ -56,7 +61,8 @@ def add_parser(commands: Any) -> None:
                             "repeatable; implies --study")
     study.add_argument("--workloads", default=None, metavar="NAMES",
                        help=f"built-in workloads, comma-separated, from {', '.join(TASKS)} (default "
-                            f"{','.join(STUDY_WORKLOADS)}; none when --task is given)")
+                            f"{','.join(STUDY_WORKLOADS)} on cpu, {','.join(ACCELERATOR_WORKLOADS)} on a GPU; "
+                            "none when --task is given)")
     study.add_argument("--optimizers", default=None, metavar="NAMES",
                        help="optimizers to tune, comma-separated (default: AdamW, SGD + momentum, Lion, "
                             "Schedule-Free AdamW, Muon + AdamW)")
@@ -69,6 +75,7 @@ def add_parser(commands: Any) -> None:
 
 def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:
     from ravine.experiments.claims import select
+    from ravine.experiments.parallel import check_jobs, default_jobs
 
     if args.seeds is None:
         args.seeds = QUICK_SEEDS if args.quick else DEFAULT_SEEDS
@@ -81,6 +88,10 @@ def _check_args(args: argparse.Namespace) -> tuple[list[Any], torch.device]:
         raise ValueError(f"Invalid device: {args.device!r} (a torch device such as cpu or cuda:0)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Invalid device: {args.device!r} (CUDA is not available on this machine)")
+    if args.jobs is not None and args.study:
+        raise ValueError("Invalid jobs: the tuning study makes one run at a time (--jobs is for the claims and "
+                         "--tune)")
+    args.jobs = check_jobs(args.jobs) if args.jobs is not None else default_jobs(device)
     return claims, device
 
 
@@ -102,7 +113,7 @@ def run_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"Invalid {study_only[0]}: it belongs to the tuning study (add --study)")
         claims, device = _check_args(args)
         if args.study:
-            plan = _study_plan(args)
+            plan = _study_plan(args, device)
             args.output = args.output or "compare-study"
             check_output_folder(args.output, STUDY_OUTPUTS)
         if args.tune and args.tuned:
@@ -132,9 +143,9 @@ def run_compare(args: argparse.Namespace) -> int:
     started = time.monotonic()
     seeds = list(range(args.seeds))
     with RichListener(console) as listener:
-        outcomes = run_claims(claims, tuned, seeds, args.quick, device, listener)
+        outcomes = run_claims(claims, tuned, seeds, args.quick, device, listener, args.jobs)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(time.monotonic() - started, 1), "command": " ".join(sys.argv)}
+            "seconds": round(time.monotonic() - started, 1), "command": " ".join(sys.argv), "jobs": args.jobs}
     out = Path(args.output)
     with atomic_folder(out, REPORT_OUTPUTS) as folder:
         write_outputs(outcomes, folder, seeds, args.quick, str(device), meta)
@@ -146,7 +157,12 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_plan(args: argparse.Namespace) -> dict[str, Any]:
+def default_workloads(device: torch.device) -> tuple[str, ...]:
+    """The study's built-in workloads when none are named: the GPT widths too on an accelerator."""
+    return STUDY_WORKLOADS if device.type == "cpu" else ACCELERATOR_WORKLOADS
+
+
+def _study_plan(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """The study's workloads ``(task, steps, eval_every)``, search spaces and trial count, checked up front."""
     from ravine.experiments import search, user_task
     from ravine.experiments.tasks import TASKS
@@ -155,7 +171,8 @@ def _study_plan(args: argparse.Namespace) -> dict[str, Any]:
         args.trials = QUICK_TRIALS if args.quick else STUDY_TRIALS
     if args.trials < 1:
         raise ValueError(f"Invalid trials: {args.trials} (trials must be a positive integer)")
-    names = _split(args.workloads) if args.workloads is not None else ([] if args.task else list(STUDY_WORKLOADS))
+    names = _split(args.workloads) if args.workloads is not None else (
+        [] if args.task else list(default_workloads(device)))
     unknown = [name for name in names if name not in TASKS]
     if unknown:
         raise ValueError(f"Invalid workloads: {unknown[0]!r} (choose from {', '.join(TASKS)})")
@@ -230,7 +247,7 @@ def _tune(args: argparse.Namespace) -> int:
                 current["key"] = key
             progress.update(trial, description=text)
 
-        entries = tune(on_run=on_run)
+        entries = tune(on_run=on_run, jobs=args.jobs)
         progress.update(sweeps, completed=len(TUNABLES))
     with atomic_folder(args.output, TUNE_OUTPUTS) as folder:
         write_tuned(entries, folder / "tuned.json")

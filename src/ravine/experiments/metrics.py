@@ -16,7 +16,10 @@ def smoothed(values: list[float], beta: float = SMOOTHING) -> list[float]:
 
 
 def train_curve(run: Run) -> list[float]:
-    """Training loss per step over the whole budget; after a divergence, the divergence threshold."""
+    """Training loss per step over the whole budget; after a divergence, the divergence threshold (a run that
+    stopped at its target ends where it stopped)."""
+    if not run.diverged:
+        return run.train_loss
     return run.train_loss + [run.divergence_limit] * (run.steps - len(run.train_loss))
 
 
@@ -39,3 +42,9 @@ def early_instability(run: Run, fraction: float = 0.3) -> float:
 def steps_to_accuracy(run: Run, target: float) -> int | None:
     """The first evaluation step whose validation accuracy reaches ``target`` (None if it never does)."""
     return next((step for step, _, accuracy in run.evals if accuracy >= target), None)
+
+
+def steps_to_stop(run: Run) -> int:
+    """The step at which a run reached its arm's target (``Arm.until``) and stopped; a run that never did
+    (diverged, or still above the target at the end of its budget) counts as twice its budget."""
+    return run.stopped_at if run.stopped_at is not None else 2 * run.steps

@@ -20,7 +20,8 @@ import torch
 
 from ravine.experiments.claims import Column, best_grid_label
 from ravine.experiments.metrics import mean_train_loss, smoothed
-from ravine.experiments.runner import Outcome, budget
+from ravine.experiments.parallel import THREADS_PER_RUN
+from ravine.experiments.runner import Outcome, budget, task_of
 from ravine.experiments.stats import mean_std
 from ravine.experiments.tasks import TASKS
 from ravine.experiments.train import Run
@@ -56,12 +57,12 @@ def format_table(outcome: Outcome) -> str:
 
 def format_section(outcome: Outcome, seeds: Sequence[int], quick: bool) -> str:
     claim = outcome.claim
-    task = TASKS[claim.task]
-    steps, _ = budget(claim.task, quick)
+    tasks = dict.fromkeys(task_of(claim, arm) for arm in outcome.arms)  # in order, each once
+    setup = "; and ".join(f"{TASKS[task].description}; {budget(task, quick)[0]} steps" for task in tasks)
     checks = "\n".join(f"- {check.text}" for check in outcome.checks)
     return (f"## {claim.number}. {claim.statement}\n\n"
             f"**Verdict: {VERDICT_MARK[outcome.verdict]}** · `ravine compare {claim.key}`\n\n"
-            f"*Setup.* {task.description}; {steps} steps; seeds {_seed_text(seeds)} (a seed fixes the initial "
+            f"*Setup.* {setup}; seeds {_seed_text(seeds)} (a seed fixes the initial "
             f"weights and the batch order, the same for every arm, so runs are compared in pairs).\n\n"
             f"*Criterion (fixed before running).* {claim.criterion} A diverged run counts as an untrained model "
             f"(test loss ln(classes), accuracy 1/classes).\n\n"
@@ -80,7 +81,7 @@ def format_state_memory(outcomes: Sequence[Outcome]) -> str:
             options = replace(arm, options=tuple((k, v) for k, v in arm.options if k != "weight_decay"))
             name = f"{arm.optimizer}({options.options_text()})"
             name += f", {arm.dtype} parameters" if arm.dtype != "float32" else ""
-            rows.setdefault((outcome.claim.task, name), run)
+            rows.setdefault((run.task, name), run)
     lines = ["## Optimizer state memory", "",
              "Measured after training: the bytes of every tensor in `optimizer.state_dict()['state']`.", "",
              "| task | optimizer | parameters | state bytes | bytes / parameter |", "|---|---|---:|---:|---:|"]
@@ -90,20 +91,26 @@ def format_state_memory(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def environment() -> str:
-    return (f"torch {torch.__version__}, Python {platform.python_version()}, {torch.get_num_threads()} "
-            f"threads, {platform.machine()}")
+def environment(threads: str | None = None) -> str:
+    """The software and machine a report was made with; ``threads`` says how many CPU threads each run used
+    (default: torch's current setting)."""
+    threads = threads or f"{torch.get_num_threads()} threads"
+    return f"torch {torch.__version__}, Python {platform.python_version()}, {threads}, {platform.machine()}"
+
+
+CLAIMS_THREADS = f"{THREADS_PER_RUN} CPU thread per run"
 
 
 def format_report(outcomes: Sequence[Outcome], seeds: Sequence[int], quick: bool, device: str) -> str:
     mode = "quick — a smoke-test budget, verdicts not meaningful" if quick else "full"
-    used = {o.claim.task for o in outcomes}
+    used = {task_of(o.claim, arm) for o in outcomes for arm in o.arms}
     budgets = ", ".join(f"{name} {budget(name, quick)[0]} steps" for name in TASKS if name in used)
     summary = ["| # | claim | verdict |", "|---:|---|---|"]
     summary += [f"| {o.claim.number} | [{o.claim.statement}](#{o.claim.number}-{_anchor(o.claim.statement)}) | "
                 f"{VERDICT_MARK[o.verdict]} |" for o in outcomes]
     head = (f"# ravine compare: claims about optimizers, rerun\n\n"
-            f"Mode: {mode} ({budgets}); seeds {_seed_text(seeds)}; device {device}; {environment()}.\n"
+            f"Mode: {mode} ({budgets}); seeds {_seed_text(seeds)}; device {device}; "
+            f"{environment(CLAIMS_THREADS)}.\n"
             f"Learning rates come from the sweep shipped in `ravine/experiments/tuned.json` (rerun it with "
             f"`ravine compare --tune`) or from the rule a criterion states. Tables show mean ± std over seeds; "
             f"every verdict is decided from the 95% t-interval of differences paired by seed.\n\n"
@@ -230,7 +237,8 @@ def write_outputs(outcomes: Sequence[Outcome], out: Path, seeds: Sequence[int], 
         written.append(out / figure_name(outcome))
     records = [(o.claim.key, run) for o in outcomes for label in o.runs for run in o.runs[label]]
     document = {
-        "meta": {**meta, "seeds": list(seeds), "quick": quick, "device": device, "environment": environment()},
+        "meta": {**meta, "seeds": list(seeds), "quick": quick, "device": device,
+                 "environment": environment(CLAIMS_THREADS)},
         "claims": {o.claim.key: {"number": o.claim.number, "statement": o.claim.statement,
                                  "criterion": o.claim.criterion, "verdict": o.verdict,
                                  "checks": [{"text": c.text, "verdict": c.verdict} for c in o.checks]}

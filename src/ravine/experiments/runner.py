@@ -8,7 +8,9 @@ from typing import Protocol
 
 import torch
 
+from ravine.experiments import parallel
 from ravine.experiments.claims import Check, Claim, Runs, Tuned
+from ravine.experiments.parallel import Request
 from ravine.experiments.tasks import TASKS, Task
 from ravine.experiments.train import Arm, Run, stopping_steps, train
 
@@ -43,7 +45,14 @@ def budget(task: str, quick: bool, arm: Arm | None = None) -> tuple[int, int]:
     """(steps, eval_every) of ``task`` in the chosen mode, for ``arm`` (its ``budget`` fraction of the steps)."""
     spec = TASKS[task]
     steps, every = (spec.quick_steps, spec.quick_eval_every) if quick else (spec.steps, spec.eval_every)
+    if arm is not None and arm.eval_every is not None:
+        every = arm.eval_every
     return stopping_steps(steps, every, 1.0 if arm is None else arm.budget)
+
+
+def task_of(claim: Claim, arm: Arm) -> str:
+    """The workload ``arm`` runs on: its own when it names one, else its claim's."""
+    return arm.task or claim.task
 
 
 def _key(task: str, arm: Arm, seed: int, steps: int) -> tuple:
@@ -51,35 +60,72 @@ def _key(task: str, arm: Arm, seed: int, steps: int) -> tuple:
 
 
 def run_claims(claims: Sequence[Claim], tuned: Tuned, seeds: Sequence[int], quick: bool = False,
-               device: torch.device | str = "cpu", listener: Listener | None = None) -> list[Outcome]:
-    """Run every arm of every claim for every seed (a run two claims share is run once) and judge the claims."""
+               device: torch.device | str = "cpu", listener: Listener | None = None, jobs: int = 1
+               ) -> list[Outcome]:
+    """Run every arm of every claim for every seed (a run two claims share is run once; ``jobs`` runs at a time,
+    see :mod:`.parallel`) and judge the claims."""
     plans = [(claim, claim.arms(tuned)) for claim in claims]
-    cache: dict[tuple, Run] = {}
-    keys = {_key(claim.task, arm, seed, budget(claim.task, quick, arm)[0])
-            for claim, arms in plans for arm in arms for seed in seeds}
-    if listener is not None:
-        listener.planned(sum(TASKS[task].step_cost * steps for task, _, _, steps in keys))
-    outcomes = []
+    requests: dict[tuple, Request] = {}
+    where: dict[tuple, tuple[int, int, int]] = {}  # the first (claim, arm, seed) indices that ask for the run
     for c, (claim, arms) in enumerate(plans):
-        task = TASKS[claim.task]
-        if listener is not None:
-            listener.experiment(c, len(plans), f"{claim.number}. {claim.key}",
-                                f"claim {claim.number}: {claim.statement}")
-        runs: Runs = {}
         for a, arm in enumerate(arms):
-            if listener is not None:
-                listener.arm(a, len(arms), arm)
-            runs[arm.label] = []
-            steps, eval_every = budget(claim.task, quick, arm)
+            task = task_of(claim, arm)
+            steps, eval_every = budget(task, quick, arm)
             for s, seed in enumerate(seeds):
-                key = _key(claim.task, arm, seed, steps)
-                if key not in cache:
-                    if listener is not None:
-                        listener.seed(s, len(seeds), seed, steps)
-                    cache[key] = train_reporting(task, arm, seed, steps, eval_every, device, listener)
-                runs[arm.label].append(replace(cache[key], arm=arm))
-        outcomes.append(Outcome(claim, arms, runs, claim.checks(runs, tuned)))
+                key = _key(task, arm, seed, steps)
+                if key not in requests:
+                    requests[key] = Request(task, arm, seed, steps, eval_every)
+                    where[key] = (c, a, s)
+    keys = list(requests)
+    display = None if listener is None else _Display(listener, plans, seeds, [requests[k] for k in keys],
+                                                     [where[k] for k in keys])
+    if display is not None:
+        listener.planned(sum(TASKS[r.task].step_cost * r.steps for r in requests.values()))
+    runs = parallel.run_all([requests[k] for k in keys], jobs, device, display and display.start,
+                            display and display.steps)
+    cache = dict(zip(keys, runs, strict=True))
+    outcomes = []
+    for claim, arms in plans:
+        results: Runs = {}
+        for arm in arms:
+            task = task_of(claim, arm)
+            steps = budget(task, quick, arm)[0]
+            results[arm.label] = [replace(cache[_key(task, arm, seed, steps)], arm=arm) for seed in seeds]
+        outcomes.append(Outcome(claim, arms, results, claim.checks(results, tuned)))
     return outcomes
+
+
+class _Display:
+    """Tells the listener which claim, arm and seed the run that started last belongs to, and every run's
+    progress (the step count shown is the last-started run's; every run's cost goes into the total)."""
+
+    def __init__(self, listener: Listener, plans: list[tuple[Claim, list[Arm]]], seeds: Sequence[int],
+                 requests: list[Request], where: list[tuple[int, int, int]]) -> None:
+        self.listener, self.plans, self.seeds, self.requests, self.where = listener, plans, seeds, requests, where
+        self.shown: tuple[int, int] | None = None  # (claim, arm) on display
+        self.current, self.current_done = -1, 0
+        self.reported = [0] * len(requests)
+
+    def start(self, i: int) -> None:
+        c, a, s = self.where[i]
+        claim, arms = self.plans[c]
+        if self.shown is None or self.shown[0] != c:
+            self.listener.experiment(c, len(self.plans), f"{claim.number}. {claim.key}",
+                                     f"claim {claim.number}: {claim.statement}")
+        if self.shown != (c, a):
+            self.listener.arm(a, len(arms), arms[a])
+        self.shown = (c, a)
+        self.listener.seed(s, len(self.seeds), self.seeds[s], self.requests[i].steps)
+        self.current, self.current_done = i, 0
+
+    def steps(self, i: int, done: int) -> None:
+        if done <= self.reported[i]:
+            return
+        cost = TASKS[self.requests[i].task].step_cost * (done - self.reported[i])
+        self.reported[i] = done
+        if i == self.current:
+            self.current_done = done
+        self.listener.step(self.current_done, cost)
 
 
 def train_reporting(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: torch.device | str,

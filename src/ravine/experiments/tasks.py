@@ -24,7 +24,8 @@ from ravine.experiments.models import MLP, CharGPT, SmallCNN
 # The validation loss a study's "time to target" is measured to, fixed in code before any study ran: about what a
 # well-tuned AdamW reaches by the end of the budget (AlgoPerf sets its targets from tuned baselines), so reaching
 # it at all takes a well-tuned run.
-TARGETS = {"digits": 0.1, "digits-cnn": 0.1, "gpt": 2.0, "gpt-128": 2.0}  # both GPT widths: the same loss
+# every GPT width: the same loss, so the steps each width needs can be compared
+TARGETS = {"digits": 0.1, "digits-cnn": 0.1, "gpt": 2.0, "gpt-128": 2.0, "gpt-256": 2.0, "gpt-512": 2.0}
 DIVERGENCE_FACTOR = 2.0  # a classifier has diverged once its loss is non-finite or above 2 × the chance loss
 
 class Task(Protocol):
@@ -199,6 +200,15 @@ class StdlibGPT(Classification):
             return _loss_and_accuracy(model(inputs), targets)
 
 
-WIDE_GPT = StdlibGPT(name="gpt-128", title="character GPT, width 128", description=_gpt_description(128, 417),
-                     step_cost=100.0, target=TARGETS["gpt-128"], width=128)
-TASKS: dict[str, Task] = {task.name: task for task in (DigitsMLP(), DigitsCNN(), StdlibGPT(), WIDE_GPT)}
+def _wide_gpt(width: int, thousands: int, step_cost: float) -> StdlibGPT:
+    name = f"gpt-{width}"
+    return StdlibGPT(name=name, title=f"character GPT, width {width}",
+                     description=_gpt_description(width, thousands), step_cost=step_cost, target=TARGETS[name],
+                     width=width)
+
+
+WIDE_GPT = _wide_gpt(128, 417, 100.0)
+# too slow for the CPU defaults (about 4× and 16× the width-128 model's work per step): a GPU study's widths
+WIDER_GPTS = (_wide_gpt(256, 1621, 400.0), _wide_gpt(512, 6388, 1600.0))
+TASKS: dict[str, Task] = {task.name: task for task in (DigitsMLP(), DigitsCNN(), StdlibGPT(), WIDE_GPT,
+                                                        *WIDER_GPTS)}

@@ -35,7 +35,10 @@ class Arm:
     a schedule (``constant``, ``cosine``, ``step`` or ``warmup_cosine``, whose warmup lasts the fraction
     ``warmup`` of the steps, default 0.1), an optional clipping norm, and the dtype of the model's parameters
     (``float32``, or ``bfloat16`` for pure-bf16 training). ``budget`` is the fraction of the task's steps the arm
-    runs (its schedule is rescaled to them): a stopping point."""
+    runs (its schedule is rescaled to them): a stopping point. ``task`` names the workload when it is not the
+    claim's own (a claim across model widths); ``until`` stops the run at the first evaluation whose validation
+    loss is at or below it (a time-to-target measurement), and ``eval_every`` replaces the task's evaluation
+    interval (the resolution of that time)."""
 
     label: str
     optimizer: str
@@ -46,6 +49,9 @@ class Arm:
     dtype: str = "float32"
     warmup: float = WARMUP_FRACTION
     budget: float = 1.0
+    task: str | None = None
+    until: float | None = None
+    eval_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -56,6 +62,10 @@ class Arm:
             raise ValueError(f"Invalid budget: {self.budget} (a fraction of the task's steps in (0, 1])")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"Invalid warmup: {self.warmup} (a fraction of the steps in [0, 1))")
+        if self.until is not None and not math.isfinite(self.until):
+            raise ValueError(f"Invalid until: {self.until} (a finite validation loss to stop at)")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"Invalid eval_every: {self.eval_every} (a positive number of steps)")
         if self.dtype not in PARAMETER_DTYPES:
             raise ValueError(f"Invalid dtype: {self.dtype!r} (choose from {', '.join(PARAMETER_DTYPES)})")
         if self.clip is not None and self.kwargs.get("step_in_backward"):
@@ -84,6 +94,11 @@ class Arm:
             text += f", {self.dtype} parameters"
         if self.budget != 1:
             text += f", {self.budget:g} of the steps"
+        if self.task is not None:
+            text += f", on {self.task}"
+        if self.until is not None:
+            every = f" (evaluated every {self.eval_every} steps)" if self.eval_every is not None else ""
+            text += f", stops at validation loss ≤ {self.until:g}{every}"
         return text
 
 
@@ -122,6 +137,7 @@ class Run:
     evals: list[tuple[int, float, float]] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)  # wall time since the run began, at each eval
     diverged_at: int | None = None
+    stopped_at: int | None = None  # the step at which the run reached its arm's target (``Arm.until``) and stopped
     divergence_limit: float = math.inf
     test_loss: float = math.nan
     test_accuracy: float = math.nan
@@ -178,6 +194,9 @@ def train(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: 
             run.eval_seconds.append(time.perf_counter() - started)
         if on_step is not None:
             on_step(step + 1)
+        if arm.until is not None and run.evals and run.evals[-1][0] == step + 1 and run.evals[-1][1] <= arm.until:
+            run.stopped_at = step + 1
+            break
     run.state_bytes = ravine.state_bytes(optimizer)
     if run.diverged or not all(math.isfinite(v) for _, v, _ in run.evals):
         run.diverged_at = run.diverged_at if run.diverged else steps

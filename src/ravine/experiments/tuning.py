@@ -26,9 +26,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ravine.experiments.search import Dimension, SearchSpace
+from ravine.experiments.parallel import Request, Workers
+from ravine.experiments.search import SPACES, Dimension, SearchSpace
 from ravine.experiments.tasks import TASKS
-from ravine.experiments.train import Arm, train
+from ravine.experiments.train import Arm
 
 TUNED_FILE = "tuned.json"
 EXTEND = 6  # at most this many half-decades beyond the initial grid
@@ -84,7 +85,19 @@ def _tunables() -> list[Tunable]:
         Tunable("gpt/AdamW", "gpt", Arm("AdamW", "adamw", 1e-3)),
         Tunable("gpt/Lion", "gpt", Arm("Lion", "lion", 1e-4)),
         Tunable("gpt/SGD + momentum", "gpt", momentum, find_divergence=True),
+        *(Tunable(width_key(task, label), task, Arm(label, SPACES[label].optimizer, 1e-3), "search",
+                  space=SPACES[label], trials=WIDTH_TRIALS) for task in WIDTH_TASKS for label in WIDTH_OPTIMIZERS),
     ]
+
+
+WIDTH_TASKS = ("gpt", "gpt-128")  # the character GPT at widths 64 and 128: Muon against AdamW as models widen
+WIDTH_OPTIMIZERS = ("AdamW", "Muon + AdamW")
+WIDTH_TRIALS = 8
+
+
+def width_key(task: str, label: str) -> str:
+    """The entry of ``label``'s search (the study's search space, :data:`WIDTH_TRIALS` trials) on ``task``."""
+    return f"{task}/{label}, {WIDTH_TRIALS} trials"
 
 
 TUNABLES: dict[str, Tunable] = {t.key: t for t in _tunables()}
@@ -106,41 +119,41 @@ def _with(arm: Arm, parameter: str, value: float) -> Arm:
     return replace(arm, options=tuple(options.items()))
 
 
-def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
-          on_run: Callable[[str], None] | None = None) -> dict[str, Any]:
+def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]], on_run: Callable[[str], None] | None = None,
+          workers: Workers | None = None) -> dict[str, Any]:
     """Run ``tunable``'s sweep; returns ``{parameter: best, "sweep": [[value, val loss or None], ...], ...}``.
 
-    ``tuned`` holds the entries finished so far (a weight-decay sweep reads its lr there).
+    ``tuned`` holds the entries finished so far (a weight-decay sweep reads its lr there). Points that do not
+    depend on each other's results are run as one batch by ``workers`` (default: one at a time, here).
     """
     task = TASKS[tunable.task]
     arm = tunable.arm
     if tunable.lr_from is not None:
         arm = replace(arm, lr=tuned[tunable.lr_from]["lr"])
     results: dict[float, float] = {}
+    if tunable.space is not None:
+        return _search(tunable, task, on_run, workers)
+
+    def trials(values: list[float]) -> None:
+        new = [v for v in dict.fromkeys(map(_grid_value, values)) if v not in results]
+        labels = [f"{tunable.key}: {tunable.parameter}={v:.3g}" for v in new]
+        arms = [_with(arm, tunable.parameter, v) for v in new]
+        for value, objective in zip(new, _objectives(task, arms, labels, on_run, workers), strict=True):
+            results[value] = objective
 
     def trial(value: float) -> float:
-        value = _grid_value(value)
-        if value not in results:
-            if on_run is not None:
-                on_run(f"{tunable.key}: {tunable.parameter}={value:.3g}")
-            candidate = _with(arm, tunable.parameter, value)
-            results[value] = _objective([train(task, candidate, seed, task.steps, task.eval_every)
-                                         for seed in task.tune_seeds])
-        return results[value]
+        trials([value])
+        return results[_grid_value(value)]
 
     def best() -> float:
         return min(results, key=lambda v: (results[v], v))
 
-    if tunable.space is not None:
-        return _search(tunable, task, on_run)
     if tunable.parameter != "lr":
-        for value in tunable.grid:
-            trial(value)
+        trials(list(tunable.grid))
         entry: dict[str, Any] = {"lr": arm.lr, tunable.parameter: best()}
     else:
         exponents = list(range(-4, 5))
-        for k in exponents:
-            trial(arm.lr * 10 ** (k / 2))
+        trials([arm.lr * 10 ** (k / 2) for k in exponents])
         low, high = exponents[0], exponents[-1]
         for _ in range(EXTEND):  # walk off an edge the best point sits on
             if best() == _grid_value(arm.lr * 10 ** (high / 2)):
@@ -152,8 +165,7 @@ def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
             else:
                 break
         centre = best()
-        for k in (-1, 1):
-            trial(centre * 10 ** (k / 4))
+        trials([centre * 10 ** (k / 4) for k in (-1, 1)])
         entry = {"lr": best()}
         if tunable.find_divergence:
             value = entry["lr"]
@@ -166,16 +178,28 @@ def sweep(tunable: Tunable, tuned: dict[str, dict[str, Any]],
     return entry
 
 
-def _search(tunable: Tunable, task: Any, on_run: Callable[[str], None] | None) -> dict[str, Any]:
+def _objectives(task: Any, arms: list[Arm], labels: list[str], on_run: Callable[[str], None] | None,
+                workers: Workers | None) -> list[float]:
+    """The tuning objective of each arm (its runs over the task's tuning seeds, made as one batch)."""
+    seeds = task.tune_seeds
+    requests = [Request(task.name, arm, seed, task.steps, task.eval_every) for arm in arms for seed in seeds]
+
+    def started(i: int) -> None:
+        if on_run is not None and i % len(seeds) == 0:
+            on_run(labels[i // len(seeds)])
+
+    runs = (workers or Workers()).run(requests, started)
+    return [_objective(runs[j * len(seeds):(j + 1) * len(seeds)]) for j in range(len(arms))]
+
+
+def _search(tunable: Tunable, task: Any, on_run: Callable[[str], None] | None, workers: Workers | None
+            ) -> dict[str, Any]:
     """The best of ``tunable.trials`` Sobol points of its space: ``{"lr", "point", "trials": [[point, loss]]}``."""
     assert tunable.space is not None
-    trials = []
-    for index, point in enumerate(tunable.space.trials(tunable.trials)):
-        if on_run is not None:
-            on_run(f"{tunable.key}: trial {index + 1}")
-        arm = tunable.space.arm(point, task.steps)
-        trials.append((point, _objective([train(task, arm, seed, task.steps, task.eval_every)
-                                          for seed in task.tune_seeds])))
+    points = tunable.space.trials(tunable.trials)
+    arms = [tunable.space.arm(point, task.steps) for point in points]
+    labels = [f"{tunable.key}: trial {index + 1}" for index in range(len(points))]
+    trials = list(zip(points, _objectives(task, arms, labels, on_run, workers), strict=True))
     point, _ = min(trials, key=lambda t: t[1])  # the first of equals: ties go to the earlier trial
     return {"lr": point["lr"], "point": point,
             "sweep": [[p, None if math.isinf(loss) else round(loss, 6)] for p, loss in trials]}
@@ -189,11 +213,13 @@ def searched_arm(entry: dict[str, Any], tunable_key: str, label: str) -> Arm:
 
 
 def tune(keys: list[str] | None = None, on_run: Callable[[str], None] | None = None,
-         tuned: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """Sweep ``keys`` (default: all, in dependency order); returns every entry (``tuned`` updated)."""
+         tuned: dict[str, dict[str, Any]] | None = None, jobs: int = 1) -> dict[str, dict[str, Any]]:
+    """Sweep ``keys`` (default: all, in dependency order) with ``jobs`` runs at a time; returns every entry
+    (``tuned`` updated)."""
     tuned = dict(tuned or {})
-    for key in keys or list(TUNABLES):
-        tuned[key] = sweep(TUNABLES[key], tuned, on_run)
+    with Workers(jobs) as workers:
+        for key in keys or list(TUNABLES):
+            tuned[key] = sweep(TUNABLES[key], tuned, on_run, workers)
     return tuned
 
 
