@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from ravine.experiments.tasks import TASKS
 from ravine.experiments.train import Arm, Run, train
 
 THREADS_PER_RUN = 1
-PROGRESS_EVERY = 10  # a worker reports a run's progress every this many steps
+PROGRESS_EVERY = 10  # a run's progress is reported every this many steps ...
+PROGRESS_SECONDS = 0.1  # ... and at most this often (a digits step takes half a millisecond)
 POLL_SECONDS = 0.1
 
 
@@ -172,14 +174,15 @@ def _run_here(requests: Sequence[Request], device: torch.device | str, on_start:
 
 
 class _Throttle:
-    """Calls ``report(done)`` every :data:`PROGRESS_EVERY` steps."""
+    """Calls ``report(done)`` every :data:`PROGRESS_EVERY` steps, at most every :data:`PROGRESS_SECONDS`."""
 
     def __init__(self, report: Callable[[int], None]) -> None:
-        self.report, self.reported = report, 0
+        self.report, self.reported, self.last = report, 0, time.monotonic()
 
     def __call__(self, done: int) -> None:
-        if done - self.reported >= PROGRESS_EVERY:
-            self.reported = done
+        now = time.monotonic()
+        if done - self.reported >= PROGRESS_EVERY and now - self.last >= PROGRESS_SECONDS:
+            self.reported, self.last = done, now
             self.report(done)
 
 
