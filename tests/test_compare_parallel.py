@@ -38,6 +38,7 @@ def _requests() -> list[Request]:
 def test_runs_made_by_workers_equal_runs_made_here_one_thread_each():
     requests = _requests()
     events: dict[str, list] = {"start": [], "steps": []}
+    threads = torch.get_num_threads()
     here = run_all(requests, jobs=1)
     there = run_all(requests, jobs=2, on_start=events["start"].append,
                     on_steps=lambda i, done: events["steps"].append((i, done)))
@@ -46,7 +47,7 @@ def test_runs_made_by_workers_equal_runs_made_here_one_thread_each():
     for i, request in enumerate(requests):  # every run's progress ends at its budget, never goes back
         done = [d for j, d in events["steps"] if j == i]
         assert done == sorted(done) and done[-1] == request.steps
-    assert torch.get_num_threads() >= 1  # made here under one thread, the setting is put back
+    assert torch.get_num_threads() == threads  # made here under one thread, the setting is put back
     with parallel.one_thread():
         alone = train(TASKS["digits"], requests[0].arm, 0, 30, 10)
     assert _measured(alone) == _measured(here[0])

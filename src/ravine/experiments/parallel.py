@@ -166,15 +166,16 @@ def _run_here(requests: Sequence[Request], device: torch.device | str, on_start:
         for i, request in enumerate(requests):
             if on_start is not None:
                 on_start(i)
-            runs.append(_train(request, device, _Throttle(lambda done, i=i: on_steps(i, done))
+            runs.append(_train(request, device, Throttle(lambda done, i=i: on_steps(i, done))
                                if on_steps is not None else None))
             if on_steps is not None:
                 on_steps(i, request.steps)
     return runs
 
 
-class _Throttle:
-    """Calls ``report(done)`` every :data:`PROGRESS_EVERY` steps, at most every :data:`PROGRESS_SECONDS`."""
+class Throttle:
+    """A run's ``on_step``: calls ``report(done)`` every :data:`PROGRESS_EVERY` steps, at most every
+    :data:`PROGRESS_SECONDS`."""
 
     def __init__(self, report: Callable[[int], None]) -> None:
         self.report, self.reported, self.last = report, 0, time.monotonic()
@@ -198,6 +199,7 @@ def _events(events: Any) -> list[tuple[Any, ...]]:
         except queue.Empty:
             return waiting
 
+
 _EVENTS: Any = None
 
 
@@ -211,4 +213,4 @@ def _worker_init(events: Any) -> None:
 def _worker_run(run: tuple[int, int], request: Request, device: str) -> Run:
     """Make one run in a worker; ``run`` is (batch, index), sent back with every event."""
     _EVENTS.put(("start", run))
-    return _train(request, device, _Throttle(lambda done: _EVENTS.put(("steps", run, done))))
+    return _train(request, device, Throttle(lambda done: _EVENTS.put(("steps", run, done))))

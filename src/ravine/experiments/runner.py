@@ -10,7 +10,7 @@ import torch
 
 from ravine.experiments import parallel
 from ravine.experiments.claims import Check, Claim, Runs, Tuned
-from ravine.experiments.parallel import Request
+from ravine.experiments.parallel import Request, Throttle
 from ravine.experiments.tasks import TASKS, Task
 from ravine.experiments.train import Arm, Run, stopping_steps, train
 
@@ -67,12 +67,13 @@ def run_claims(claims: Sequence[Claim], tuned: Tuned, seeds: Sequence[int], quic
     plans = [(claim, claim.arms(tuned)) for claim in claims]
     requests: dict[tuple, Request] = {}
     where: dict[tuple, tuple[int, int, int]] = {}  # the first (claim, arm, seed) indices that ask for the run
+    arm_keys: dict[tuple[int, int], list[tuple]] = {}  # (claim, arm) indices -> its runs' keys, one per seed
     for c, (claim, arms) in enumerate(plans):
         for a, arm in enumerate(arms):
             task = task_of(claim, arm)
             steps, eval_every = budget(task, quick, arm)
-            for s, seed in enumerate(seeds):
-                key = _key(task, arm, seed, steps)
+            arm_keys[c, a] = [_key(task, arm, seed, steps) for seed in seeds]
+            for s, (seed, key) in enumerate(zip(seeds, arm_keys[c, a], strict=True)):
                 if key not in requests:
                     requests[key] = Request(task, arm, seed, steps, eval_every)
                     where[key] = (c, a, s)
@@ -85,12 +86,9 @@ def run_claims(claims: Sequence[Claim], tuned: Tuned, seeds: Sequence[int], quic
                             display and display.steps)
     cache = dict(zip(keys, runs, strict=True))
     outcomes = []
-    for claim, arms in plans:
-        results: Runs = {}
-        for arm in arms:
-            task = task_of(claim, arm)
-            steps = budget(task, quick, arm)[0]
-            results[arm.label] = [replace(cache[_key(task, arm, seed, steps)], arm=arm) for seed in seeds]
+    for c, (claim, arms) in enumerate(plans):
+        results: Runs = {arm.label: [replace(cache[key], arm=arm) for key in arm_keys[c, a]]
+                         for a, arm in enumerate(arms)}
         outcomes.append(Outcome(claim, arms, results, claim.checks(results, tuned)))
     return outcomes
 
@@ -130,25 +128,17 @@ class _Display:
 
 def train_reporting(task: Task, arm: Arm, seed: int, steps: int, eval_every: int, device: torch.device | str,
                     listener: Listener | None) -> Run:
-    """:func:`train`, telling ``listener`` (if any) the steps done as it goes."""
-    stepper = None if listener is None else _Stepper(listener, task.step_cost)
-    run = train(task, arm, seed, steps, eval_every, device, stepper)
-    if stepper is not None:
-        stepper.report(steps)  # a diverged run stops early: its remaining steps count as done
+    """:func:`train`, telling ``listener`` (if any) the steps done as it goes, with their cost."""
+    if listener is None:
+        return train(task, arm, seed, steps, eval_every, device)
+    reported = 0
+
+    def report(done: int) -> None:
+        nonlocal reported
+        if done > reported:
+            listener.step(done, task.step_cost * (done - reported))
+            reported = done
+
+    run = train(task, arm, seed, steps, eval_every, device, Throttle(report))
+    report(steps)  # a diverged run stops early: its remaining steps count as done
     return run
-
-
-class _Stepper:
-    """Forwards a run's step count to the listener every 10 steps, with the cost done since the last call."""
-
-    def __init__(self, listener: Listener, cost: float) -> None:
-        self.listener, self.cost, self.reported = listener, cost, 0
-
-    def __call__(self, done: int) -> None:
-        if done - self.reported >= 10:
-            self.report(done)
-
-    def report(self, done: int) -> None:
-        if done > self.reported:
-            self.listener.step(done, self.cost * (done - self.reported))
-            self.reported = done
