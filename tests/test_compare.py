@@ -292,11 +292,11 @@ def test_claims_reproduce_exactly_when_rerun_alone(quick_run, tmp_path):
     # A claim's numbers depend only on its seeds: rerunning two claims on their own, one run at a time in this
     # process instead of two at a time in workers, reproduces their sections.
     out, _ = quick_run
-    result = _compare("adam-faster", "4", "--quick", "-j", "1", "-o", str(tmp_path))
+    result = _compare("adam-faster", "4", "16", "--quick", "-j", "1", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     full, alone = _sections((out / "report.md").read_text()), _sections((tmp_path / "report.md").read_text())
-    assert sorted(alone) == [1, 4]
-    assert alone[1] == full[1] and alone[4] == full[4]
+    assert sorted(alone) == [1, 4, 16]
+    assert alone[1] == full[1] and alone[4] == full[4] and alone[16] == full[16]
 
 
 @pytest.mark.parametrize(("argv", "message"), [

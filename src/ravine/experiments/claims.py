@@ -434,7 +434,6 @@ def _claim16_checks(runs: Runs, tuned: Tuned) -> list[Check]:
 
 
 STEPS_TO_TARGET = Column("steps to target", lambda r: float(steps_to_stop(r)), 0)
-SECONDS = Column("seconds", lambda r: r.seconds, 2)
 
 
 def _claims() -> list[Claim]:
@@ -561,7 +560,7 @@ def _claims() -> list[Claim]:
               f"(95% interval of the paired difference of ln steps below 0), and the log ratio of Muon's steps to "
               f"AdamW's is larger (closer to 0) at the wider model (interval of its paired difference above 0). "
               f"Does not hold if any part's interval lies wholly on the other side.",
-              _claim16_arms, _claim16_checks, (STEPS_TO_TARGET, SECONDS, STATE)),
+              _claim16_arms, _claim16_checks, (STEPS_TO_TARGET, STATE)),
     ]
 
 
