@@ -4,8 +4,8 @@ Every run ``ravine compare`` makes for its claims and sweeps uses one intra-op t
 process (``jobs=1``) or in a worker, so the numbers — and the report — do not depend on ``--jobs`` or on how
 many cores the machine has (a matrix product split over two threads rounds differently from one on one
 thread). Small models use several cores better as single-threaded runs side by side than as one run spread over
-all of them: on this project's 2-core machine two character-GPT runs side by side finish 1.3–1.5× sooner than
-the same two runs one after the other on both cores.
+all of them: on this project's 2-core machine ``ravine compare 4 5 --quick`` (character-GPT runs) took 12.2 s
+with two jobs against 20.4 s with one, the workers' start-up included.
 
 Workers are started with ``spawn`` (a fresh interpreter: nothing inherited from a parent that may already hold
 thread pools) and ignore Ctrl-C: the parent stops them and reports the interruption once.
