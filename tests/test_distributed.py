@@ -70,6 +70,22 @@ def test_step_in_backward_refuses_data_parallelism_by_name(results):
     assert "step_in_backward=True" in text and "DDP or FSDP2" in text and "ordinary step" in text
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_fused_step_on_fsdp2_shards_runs_on_the_local_shards(results, rank):
+    """fused=True on FSDP2 shards equals the fused step on plain tensors holding the rank's shards, bit for bit,
+    packed or not; pack_shards moves the evenly sharded parameters (6 of the model's 8), and a packed step then
+    calls the kernel once per FSDP2 group plus once per uneven shard left alone, an unpacked one once per
+    tensor."""
+    runs = torch.load(results / f"local_shards-rank{rank}.pt", weights_only=True)
+    assert set(runs) == set(dist_worker.LOCAL_SHARD_ALGORITHMS)
+    for name, run in runs.items():
+        assert run["equal"], name
+        assert run["moved"] == 6, name  # Linear(8, 16), Linear(16, 16), LayerNorm(16): weights and biases
+        assert run["unpacked_calls"] == run["tensors"], name
+        # groups: model[0], model[2], and the root's LayerNorm; model[4]'s uneven shards each on their own
+        assert run["packed_calls"] == 3 + (run["tensors"] - 6), name
+
+
 def test_fsdp_example_trains_and_resumes_from_its_checkpoint(tmp_path):
     def run(*extra):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -28,6 +28,7 @@ from ravine.algorithms import (
 from ravine.engine import Optimizer, TensorList
 from ravine.ewa import EWA
 from ravine.factory import available_optimizers, create_optimizer
+from ravine.fsdp import pack_shards
 from ravine.groups import param_groups
 from ravine.lookahead import Lookahead
 from ravine.memory import state_bytes
@@ -70,6 +71,7 @@ __all__ = [
     "create_optimizer",
     "grads",
     "muon_param_groups",
+    "pack_shards",
     "param_groups",
     "schedules",
     "state_bytes",

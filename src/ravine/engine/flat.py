@@ -63,6 +63,19 @@ def segment_layout(numels: list[int], device: torch.device) -> SegmentLayout:
                          block_inside.to(device), edges.to(device), edge_valid.to(device))
 
 
+def stack_steps(states: list[dict[str, Any]], views: dict[str, list[Tensor]]) -> Tensor | None:
+    """The engine's step counters of a batch (0-d tensors, torch's format) made the elements of one buffer, so
+    counting a step is one kernel, not one per parameter; ``views["step"]`` records them. The batch steps
+    together: their values are equal. A "step" the algorithm keeps itself (a scalar_state) is left alone."""
+    if not torch.is_tensor(states[0].get("step")):
+        return None
+    steps = torch.stack([s["step"] for s in states])
+    views["step"] = list(steps.unbind())
+    for s, view in zip(states, views["step"], strict=True):
+        s["step"] = view
+    return steps
+
+
 class FlatGroup:
     """Parameters, gradients and state of one (device, dtype) batch, each in one contiguous buffer."""
 
@@ -100,15 +113,7 @@ class FlatGroup:
             for s, view in zip(states, self.state_views[key], strict=True):
                 view.copy_(s[key])
                 s[key] = view
-        # The engine's step counters (0-d tensors, torch's format; ``count_steps``) become the elements of one
-        # buffer, so counting a step is one kernel, not one per parameter. The batch steps together: their
-        # values are equal. A "step" the algorithm keeps itself (a scalar_state) is left alone.
-        self.steps: Tensor | None = None
-        if count_steps and torch.is_tensor(states[0].get("step")):
-            self.steps = torch.stack([s["step"] for s in states])
-            self.state_views["step"] = list(self.steps.unbind())
-            for s, view in zip(states, self.state_views["step"], strict=True):
-                s["step"] = view
+        self.steps = stack_steps(states, self.state_views) if count_steps else None
         self.states = states
         self.param_ptrs = [p.data_ptr() for p in params]
         self.average_buffer: Tensor | None = None  # see attach_average

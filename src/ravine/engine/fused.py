@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ravine.engine import compact, eager
+from ravine.engine import compact, eager, local_shards
 from ravine.engine.averaging import Fold
 from ravine.engine.flat import FlatGroup, SegmentLayout, segment_layout
+from ravine.engine.local_shards import ShardBatch
 from ravine.engine.tracing import compiled_update
 from ravine.engine.views import Hyper, StateView
 
@@ -74,6 +75,7 @@ class FusedRunner:
         self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
         self.folded: set[int] = set()  # parameters whose average this step's kernels updated
         self.layouts: dict[int, SegmentLayout] = {}  # single-tensor layouts of run_each, by size
+        self.shard_batches: dict[tuple[int, ...], ShardBatch] = {}  # state buffers of DTensor parameters
 
     def step(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
         """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor.
@@ -89,8 +91,13 @@ class FusedRunner:
                 self._run(flat, group, hp)
             return
         lazy = opt.creates_state_in_update(hp)
-        flats: list[FlatGroup] = []
+        flats: list[FlatGroup | ShardBatch] = []
         for batch in eager.batches(opt, params):
+            if self._shards_fusable(batch, group, lazy):  # FSDP2 shards: the kernel over the local tensors
+                shards = self._shard_batch(batch)
+                self._run(shards, group, hp)
+                flats.append(shards)
+                continue
             # a first step that creates state, DTensor, complex or strided tensors: eager
             if not all(self._fusable(p, lazy) for p in batch):
                 eager.unscale(batch, opt._inv_scale)
@@ -121,6 +128,27 @@ class FusedRunner:
             flat = self.flat_groups[key] = FlatGroup(params, eager.states_of(opt, params), opt.scalar_state,
                                                      count_steps=opt.step_counter)
         return flat
+
+    def _shard_batch(self, params: list[Tensor]) -> ShardBatch:
+        """The state buffers of a batch of DTensor parameters: the existing ones if intact, else new."""
+        opt = self.optimizer
+        key = tuple(id(p) for p in params)
+        shards = self.shard_batches.get(key)
+        if shards is None or not shards.intact(opt.state):
+            for other in [k for k in self.shard_batches if set(k) & set(key)]:
+                del self.shard_batches[other]
+            shards = self.shard_batches[key] = ShardBatch(params, eager.states_of(opt, params), opt.scalar_state,
+                                                          count_steps=opt.step_counter)
+        return shards
+
+    def _shards_fusable(self, batch: list[Tensor], group: dict[str, Any], lazy: bool) -> bool:
+        """Can a batch of DTensor parameters take the compiled step on their local shards? Not when the update
+        reduces over whole tensors (a shard's sum is not the tensor's) or keeps compact state."""
+        opt = self.optimizer
+        if not local_shards.is_dtensor(batch[0]) or opt.needs_reductions(group):
+            return False
+        return all(local_shards.fusable(p) and opt.state_storage(p, group) is None
+                   and (not lazy or id(p) in self.seen or bool(opt.state.get(p))) for p in batch)
 
     def _fusable(self, p: Tensor, lazy: bool) -> bool:
         """Can ``p`` take the compiled step: a plain, floating, contiguous tensor whose state exists (``lazy``:
@@ -176,8 +204,17 @@ class FusedRunner:
             if opt.step_counter:
                 state["step"] += 1
 
-    def _run(self, flat: FlatGroup, group: dict[str, Any], hp: Hyper) -> None:
+    def _run(self, flat: FlatGroup | ShardBatch, group: dict[str, Any], hp: Hyper) -> None:
         opt = self.optimizer
+        if isinstance(flat, ShardBatch):  # one call per run of local shards lying end to end
+            hp.step = flat.steps[0].item() + 1 if flat.steps is not None else None
+            extra = {**hp.extra, **opt.step_scalars(StateView(flat.states, is_complex=False, batched=True), hp)}
+            pieces = flat.pieces()
+            if pieces:
+                self._compiled_pieces(pieces, group, hp, extra, None)
+            if flat.steps is not None:
+                flat.steps.add_(1)
+            return
         params, states = flat.params, flat.states
         flat.collect_grads()
         average = None
@@ -201,7 +238,17 @@ class FusedRunner:
                   write_back: bool = False, quantized: dict[str, tuple[Tensor, Tensor]] | None = None,
                   aligned: bool = False) -> None:
         """Call the compiled step with this group's hyperparameters as cached tensors."""
+        self._compiled_pieces([(param, grad, state)], group, hp, extra, layout, average, write_back=write_back,
+                              quantized=quantized, aligned=aligned)
+
+    def _compiled_pieces(self, pieces: list[tuple[Tensor, Tensor, dict[str, Tensor]]], group: dict[str, Any],
+                         hp: Hyper, extra: dict[str, Any], layout: SegmentLayout | None,
+                         average: Tensor | None = None, *, write_back: bool = False,
+                         quantized: dict[str, tuple[Tensor, Tensor]] | None = None, aligned: bool = False) -> None:
+        """The compiled step over each ``(param, grad, state)`` piece (same device and dtype), with the
+        hyperparameters prepared once."""
         opt = self.optimizer
+        param = pieces[0][0]
         storage = opt.state_storage(param, group)
         if storage is not None:
             extra = {**extra, "state_seed": hp.state_seed}
@@ -217,10 +264,12 @@ class FusedRunner:
             statics["state_aligned"] = aligned
         if average is not None:
             statics["average_write_back"] = write_back
+        update, compiled = type(opt).update, compiled_update()
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT,
                                         accumulated_recompile_limit=RECOMPILE_LIMIT * 4):
-            compiled_update()(type(opt).update, opt, param, grad, state, scalars, statics, flags, layout, average,
-                              quantized)
+            for param, grad, state in pieces:  # the step pops its entries: each call gets its own dicts
+                compiled(update, opt, param, grad, state, dict(scalars), dict(statics), flags, layout, average,
+                         quantized)
 
     def _hyper(
         self, group: dict[str, Any], step: float | None, extra: dict[str, Any], device: torch.device,
