@@ -105,3 +105,22 @@ def test_bench_memory_refuses_bad_values(tmp_path, capsys):
     cases = (["--steps", "0"], ["--configs", "torch SGD"], ["--device", "tpu"], ["--rounds", "0"])
     err = _refusals("memory", cases, tmp_path, capsys)
     assert "--steps" in err and "torch SGD" in err and "tpu" in err and "--rounds" in err
+
+
+def test_bench_shards_runs_two_ranks_and_reports_ratios_to_the_plain_fused_step(tmp_path, capsys):
+    out = tmp_path / "shards"
+    assert main(["bench", "shards", "--scale", "0.05", "--rounds", "1", "--algorithms", "SGD", "-o", str(out)]) == 0
+    result = json.loads((out / "shards.json").read_text())
+    (row,) = result["rows"]
+    assert result["world"] == 2 and row["algorithm"] == "SGD"
+    assert row["ratio"]["plain fused"] == 1.0
+    assert {"packed fused", "unpacked fused", "per-tensor", "torch default"} <= set(row["ratio"])
+    assert "torch fused" in row["unsupported"]  # torch's fused SGD has no DTensor sharding strategy
+    printed = capsys.readouterr().out
+    assert "| SGD |" in printed and "Not run on FSDP2 shards" in printed
+
+
+def test_bench_shards_refuses_bad_values(tmp_path, capsys):
+    err = _refusals("shards", (["--rounds", "0"], ["--algorithms", "Nope"], ["--scale", "0"],
+                               ["--device", "tpu"]), tmp_path, capsys)
+    assert "--rounds" in err and "Nope" in err and "--scale" in err and "tpu" in err

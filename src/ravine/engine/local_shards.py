@@ -43,23 +43,28 @@ def fusable(p: Tensor) -> bool:
     return local(p).is_contiguous() and local(grad).is_contiguous()
 
 
-def _end_to_end(a: Tensor, b: Tensor) -> bool:
-    """Does ``b`` start where ``a`` ends, in the same storage?"""
-    return (a.data_ptr() + a.numel() * a.element_size() == b.data_ptr()
-            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
-
-
 def runs(tensors: list[list[Tensor]]) -> list[tuple[int, int]]:
     """``(start, stop)`` of the maximal runs of consecutive positions where every list's tensors lie end to end
-    in one storage (``tensors``: one list per role, e.g. the local parameters and the local gradients)."""
+    as views of one base tensor (``tensors``: one list per role, e.g. the local parameters and gradients).
+
+    Views of one base share its storage, so a run can be read as one region of it. Tensors in one storage under
+    different bases are not merged (one more call, never a wrong region)."""
     count = len(tensors[0])
+    if not count:
+        return []
+    roles = []
+    for ts in tensors:
+        size = ts[0].element_size()
+        starts = [t.data_ptr() for t in ts]
+        ends = [start + t.numel() * size for start, t in zip(starts, ts, strict=True)]
+        bases = [t if t._base is None else t._base for t in ts]
+        roles.append((starts, ends, bases))
     bounds, start = [], 0
     for i in range(1, count):
-        if not all(_end_to_end(ts[i - 1], ts[i]) for ts in tensors):
+        if not all(ends[i - 1] == starts[i] and bases[i - 1] is bases[i] for starts, ends, bases in roles):
             bounds.append((start, i))
             start = i
-    if count:
-        bounds.append((start, count))
+    bounds.append((start, count))
     return bounds
 
 
