@@ -225,7 +225,7 @@ def local_shard_steps(rows) -> dict:
                 optimizer.step()
             for a, b, c in zip(packed.parameters(), unpacked.parameters(), plain, strict=True):
                 equal = equal and torch.equal(a.to_local(), c.detach()) and torch.equal(b.to_local(), c.detach())
-        calls = [sum(len(b.pieces()) for b in o._fused.shard_batches.values()) for o in optimizers]
+        calls = [sum(len(b.pieces()) for b in o._fused.flat_groups.values()) for o in optimizers]
         out[name] = {"equal": equal, "moved": moved, "packed_calls": calls[0], "unpacked_calls": calls[1],
                      "tensors": sum(1 for p in plain if p.numel())}
     return out

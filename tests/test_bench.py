@@ -109,7 +109,8 @@ def test_bench_memory_refuses_bad_values(tmp_path, capsys):
 
 def test_bench_shards_runs_two_ranks_and_reports_ratios_to_the_plain_fused_step(tmp_path, capsys):
     out = tmp_path / "shards"
-    assert main(["bench", "shards", "--scale", "0.05", "--rounds", "1", "--algorithms", "SGD", "-o", str(out)]) == 0
+    command = ["bench", "shards", "--scale", "0.05", "--rounds", "1", "--algorithms", "SGD", "-o", str(out)]
+    assert main(command) == 0
     result = json.loads((out / "shards.json").read_text())
     (row,) = result["rows"]
     assert result["world"] == 2 and row["algorithm"] == "SGD"

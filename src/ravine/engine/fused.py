@@ -67,7 +67,7 @@ class FusedRunner:
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.optimizer = optimizer
-        self.flat_groups: dict[tuple[int, ...], FlatGroup] = {}
+        self.flat_groups: dict[tuple[int, ...], FlatGroup | ShardBatch] = {}  # by the ids of their parameters
         self.seen: set[int] = set()  # parameters that took their (eager) state-creating first step
         self.scalars: dict[tuple[Any, ...], Tensor] = {}
         # per param group: the parameters of its last step and their flat groups, reused while intact
@@ -75,7 +75,6 @@ class FusedRunner:
         self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
         self.folded: set[int] = set()  # parameters whose average this step's kernels updated
         self.layouts: dict[int, SegmentLayout] = {}  # single-tensor layouts of run_each, by size
-        self.shard_batches: dict[tuple[int, ...], ShardBatch] = {}  # state buffers of DTensor parameters
 
     def step(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
         """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor.
@@ -94,7 +93,7 @@ class FusedRunner:
         flats: list[FlatGroup | ShardBatch] = []
         for batch in eager.batches(opt, params):
             if self._shards_fusable(batch, group, lazy):  # FSDP2 shards: the kernel over the local tensors
-                shards = self._shard_batch(batch)
+                shards = self._batch(batch, ShardBatch)
                 self._run(shards, group, hp)
                 flats.append(shards)
                 continue
@@ -109,7 +108,7 @@ class FusedRunner:
                 self.run_each(batch, group, hp)
                 flats = []
                 continue
-            flat = self._flat_group(batch)
+            flat = self._batch(batch, FlatGroup)
             self._run(flat, group, hp)
             flats.append(flat)
         if flats and sum(len(flat.params) for flat in flats) == len(params):  # every parameter fused
@@ -117,29 +116,18 @@ class FusedRunner:
         else:
             self.plans.pop(key[0], None)
 
-    def _flat_group(self, params: list[Tensor]) -> FlatGroup:
-        """The flat buffers of a batch: the existing ones if intact, else new (releasing any they overlap)."""
+    def _batch(self, params: list[Tensor], kind: type[FlatGroup] | type[ShardBatch]) -> Any:
+        """A batch's buffers (a :class:`FlatGroup`; for DTensor parameters, a :class:`ShardBatch` of their state):
+        the existing ones if intact, else new, releasing any the new ones overlap."""
         opt = self.optimizer
         key = tuple(id(p) for p in params)
-        flat = self.flat_groups.get(key)
-        if flat is None or not flat.intact(opt.state):
+        batch = self.flat_groups.get(key)
+        if batch is None or type(batch) is not kind or not batch.intact(opt.state):
             for other in [k for k in self.flat_groups if set(k) & set(key)]:
                 self.flat_groups.pop(other).release(keep=set(key))
-            flat = self.flat_groups[key] = FlatGroup(params, eager.states_of(opt, params), opt.scalar_state,
-                                                     count_steps=opt.step_counter)
-        return flat
-
-    def _shard_batch(self, params: list[Tensor]) -> ShardBatch:
-        """The state buffers of a batch of DTensor parameters: the existing ones if intact, else new."""
-        opt = self.optimizer
-        key = tuple(id(p) for p in params)
-        shards = self.shard_batches.get(key)
-        if shards is None or not shards.intact(opt.state):
-            for other in [k for k in self.shard_batches if set(k) & set(key)]:
-                del self.shard_batches[other]
-            shards = self.shard_batches[key] = ShardBatch(params, eager.states_of(opt, params), opt.scalar_state,
-                                                          count_steps=opt.step_counter)
-        return shards
+            batch = self.flat_groups[key] = kind(params, eager.states_of(opt, params), opt.scalar_state,
+                                                 count_steps=opt.step_counter)
+        return batch
 
     def _shards_fusable(self, batch: list[Tensor], group: dict[str, Any], lazy: bool) -> bool:
         """Can a batch of DTensor parameters take the compiled step on their local shards? Not when the update

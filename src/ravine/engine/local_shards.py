@@ -117,6 +117,9 @@ class ShardBatch:
         return all(s.get(key) is view for key, views in self.state_views.items()
                    for s, view in zip(states, views, strict=True))
 
+    def release(self, keep: set[int]) -> None:
+        """Dropped for a new batch: nothing to hand back (the state views keep their buffer alive)."""
+
     def pieces(self) -> list[tuple[Tensor, Tensor, dict[str, Tensor]]]:
         """This step's flat regions: per run of shards lying end to end, its parameters, gradients and state."""
         params = [local(p) for p in self.params]
