@@ -37,7 +37,7 @@ def pack_shards(model: nn.Module) -> int:
     claimed: set[int] = set()
     moved = 0
     for group_root in reversed(roots):  # nested groups first: a group manages what no inner group took
-        entries: list[tuple[str, nn.Parameter]] = []
+        even: list[nn.Parameter] = []
         for owner_name, owner in group_root.named_modules():
             for name, p in owner.named_parameters(recurse=False):
                 if id(p) in claimed:
@@ -48,9 +48,9 @@ def pack_shards(model: nn.Module) -> int:
                         f"pack_shards: parameter {'.'.join(filter(None, (owner_name, name)))!r} is not a sharded "
                         "DTensor; call pack_shards between steps, not between a forward and its backward")
                 if _even(p):
-                    entries.append((name, p))
-        moved += _pack([p for _, p in entries])
-        if entries:
+                    even.append(p)
+        moved += _pack(even)
+        if even:
             # FSDP2 re-reads each parameter's local tensor after load_state_dict (its own post-hook), so it
             # all-gathers from the new buffer from now on.
             group_root.load_state_dict({}, strict=False)

@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from ravine.bench.step import _sync, device_name
+
 BLOCK = 5  # steps timed together
 # ravine class name -> options; torch.optim ships the same class for each (its fused step where it has one)
 ALGORITHMS = {"AdamW": {"lr": 1e-3}, "SGD": {"lr": 1e-3, "momentum": 0.9}, "Adam": {"lr": 1e-3},
@@ -115,14 +117,10 @@ def worker(scale: float, device: str, rounds: int, algorithms: list[str], out: P
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
         torch.cuda.set_device(device)
 
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     rows = []
     try:
         for name in algorithms:
-            rows.append(_measure(name, scale, device, rounds, sync))
+            rows.append(_measure(name, scale, device, rounds))
     finally:
         if rank == 0 and rows:
             out.write_text(json.dumps({"rows": rows, "world": world}))
@@ -132,7 +130,7 @@ def worker(scale: float, device: str, rounds: int, algorithms: list[str], out: P
         dist.destroy_process_group()
 
 
-def _measure(name: str, scale: float, device: str, rounds: int, sync: Any) -> dict[str, Any]:
+def _measure(name: str, scale: float, device: str, rounds: int) -> dict[str, Any]:
     """One algorithm's row: every candidate timed in interleaved rounds (see the module docstring)."""
     import torch.distributed as dist
 
@@ -152,18 +150,18 @@ def _measure(name: str, scale: float, device: str, rounds: int, sync: Any) -> di
         except NotImplementedError as error:  # torch's fused SGD has no DTensor sharding strategy
             unsupported[label] = str(error).splitlines()[0]
             continue
-        sync()
+        _sync(device)
         runs[label] = {"step": optimizer.step, "times": []}
     labels = list(runs)
     for r in range(rounds):
         shift = r % len(labels)
         for label in labels[shift:] + labels[:shift]:
             dist.barrier()
-            sync()
+            _sync(device)
             start = time.perf_counter()
             for _ in range(BLOCK):
                 runs[label]["step"]()
-            sync()
+            _sync(device)
             seconds = torch.tensor((time.perf_counter() - start) / BLOCK, dtype=torch.float64, device=device)
             dist.all_reduce(seconds, op=dist.ReduceOp.MAX)  # the slowest rank's block
             runs[label]["times"].append(seconds.item())
@@ -231,17 +229,9 @@ def run(scale: float = 1.0, device: str = "cpu", rounds: int = 12, algorithms: l
             raise RuntimeError(f"the benchmark's ranks failed (exit {launcher.returncode}):\n{stderr[-4000:]}")
         result = json.loads(out.read_text())
     result.update(scale=scale, rounds=rounds, machine={
-        "date": date.today().isoformat(), "device": _device_name(device), "threads": threads,
+        "date": date.today().isoformat(), "device": device_name(device), "threads": threads,
         "torch": torch.__version__})
     return result
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    import platform
-
-    return platform.processor() or "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,6 +206,11 @@ class Row:
     ratios: dict[str, float]  # median over rounds of this candidate's time / the reference's, by column
 
 
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's as the platform reports it."""
+    return torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu"
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -301,7 +306,7 @@ def run(scale: float = 1.0, device: str = "cpu", rounds: int = 20, algorithms: l
                             entry["first"], ratios))
     machine = {
         "date": date.today().isoformat(),
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu",
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

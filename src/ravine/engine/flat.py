@@ -13,6 +13,7 @@ gradient still lands in the flat buffer with no copy.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 import torch
@@ -63,6 +64,21 @@ def segment_layout(numels: list[int], device: torch.device) -> SegmentLayout:
                          block_inside.to(device), edges.to(device), edge_valid.to(device))
 
 
+def offsets_of(numels: list[int]) -> list[int]:
+    """Where each of tensors of ``numels`` elements starts in a buffer holding them end to end, and the total."""
+    return [0, *itertools.accumulate(numels)]
+
+
+def states_intact(params: list[Tensor], states: list[dict[str, Any]], views: dict[str, list[Tensor]],
+                  all_states: dict[Tensor, Any]) -> bool:
+    """Is each parameter's state still ``states`` (no reload), holding every one of a batch's ``views`` (no state
+    tensor replaced)? Comparisons only: it runs before every fused step."""
+    if not all(all_states.get(p) is s for p, s in zip(params, states, strict=True)):
+        return False
+    return all(s.get(key) is view for key, batch_views in views.items()
+               for s, view in zip(states, batch_views, strict=True))
+
+
 def stack_steps(states: list[dict[str, Any]], views: dict[str, list[Tensor]]) -> Tensor | None:
     """The engine's step counters of a batch (0-d tensors, torch's format) made the elements of one buffer, so
     counting a step is one kernel, not one per parameter; ``views["step"]`` records them. The batch steps
@@ -83,10 +99,7 @@ class FlatGroup:
                  scalar_keys: tuple[str, ...] = (), count_steps: bool = False) -> None:
         self.params = params
         self.numels = [p.numel() for p in params]
-        offsets = [0]
-        for n in self.numels:
-            offsets.append(offsets[-1] + n)
-        self.offsets = offsets
+        self.offsets = offsets_of(self.numels)
         # Each tensor is moved into its buffer and its old storage released before the next one, so building
         # the buffers never holds two copies of a whole batch (the buffers' pages are touched as they fill).
         self.param_buffer = self._empty(params[0].dtype)
@@ -160,11 +173,7 @@ class FlatGroup:
         tensor replaced)? Checked before every fused step: comparisons only, no per-tensor arithmetic."""
         if [p.data_ptr() for p in self.params] != self.param_ptrs:
             return False
-        states = self.states
-        if not all(all_states.get(p) is s for p, s in zip(self.params, states, strict=True)):
-            return False
-        return all(s.get(key) is view for key, views in self.state_views.items()
-                   for s, view in zip(states, views, strict=True))
+        return states_intact(self.params, self.states, self.state_views, all_states)
 
     def collect_grads(self) -> None:
         """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere, e.g. one

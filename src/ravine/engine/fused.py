@@ -194,30 +194,24 @@ class FusedRunner:
 
     def _run(self, flat: FlatGroup | ShardBatch, group: dict[str, Any], hp: Hyper) -> None:
         opt = self.optimizer
+        hp.step = flat.steps[0].item() + 1 if flat.steps is not None else None
+        # The eager per-step hook (per-parameter scalars such as NAdam's mu_product) runs before the kernel.
+        extra = {**hp.extra, **opt.step_scalars(StateView(flat.states, is_complex=False, batched=True), hp)}
         if isinstance(flat, ShardBatch):  # one call per run of local shards lying end to end
-            hp.step = flat.steps[0].item() + 1 if flat.steps is not None else None
-            extra = {**hp.extra, **opt.step_scalars(StateView(flat.states, is_complex=False, batched=True), hp)}
             pieces = flat.pieces()
             if pieces:
                 self._compiled_pieces(pieces, group, hp, extra, None)
-            if flat.steps is not None:
-                flat.steps.add_(1)
-            return
-        params, states = flat.params, flat.states
-        flat.collect_grads()
-        average = None
-        fold = self.fold
-        if fold is not None and all(p in fold.averages for p in params):
-            average = flat.attach_average(fold.averages)
-            self.folded.update(map(id, params))
-        hp.step = flat.steps[0].item() + 1 if flat.steps is not None else None
-        # The eager per-step hook (per-parameter scalars such as NAdam's mu_product) runs before the kernel.
-        extra = {**hp.extra, **opt.step_scalars(StateView(states, is_complex=False, batched=True), hp)}
-        if average is not None:
-            extra["average_weight"] = fold.weight
-        self._compiled(flat.param_buffer, flat.grad_buffer, flat.state_buffers, group, hp, extra,
-                       flat.layout() if opt.needs_reductions(group) else None, average,
-                       write_back=fold is not None and fold.write_back)
+        else:
+            flat.collect_grads()
+            average = None
+            fold = self.fold
+            if fold is not None and all(p in fold.averages for p in flat.params):
+                average = flat.attach_average(fold.averages)
+                self.folded.update(map(id, flat.params))
+                extra["average_weight"] = fold.weight
+            self._compiled(flat.param_buffer, flat.grad_buffer, flat.state_buffers, group, hp, extra,
+                           flat.layout() if opt.needs_reductions(group) else None, average,
+                           write_back=fold is not None and fold.write_back)
         if flat.steps is not None:  # counted only once the step has run
             flat.steps.add_(1)
 

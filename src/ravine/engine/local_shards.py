@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ravine.engine.flat import offsets_of, stack_steps, states_intact
+
 
 def is_dtensor(t: Any) -> bool:
     return type(t).__name__ == "DTensor" and hasattr(t, "device_mesh")
@@ -82,14 +84,9 @@ class ShardBatch:
                  scalar_keys: tuple[str, ...] = (), count_steps: bool = False) -> None:
         from torch.distributed.tensor import DTensor
 
-        from ravine.engine.flat import stack_steps
-
         self.params = params
         self.numels = [local(p).numel() for p in params]
-        offsets = [0]
-        for n in self.numels:
-            offsets.append(offsets[-1] + n)
-        self.offsets = offsets
+        self.offsets = offsets = offsets_of(self.numels)
         keys = [k for k, v in states[0].items() if k != "step" and k not in scalar_keys and is_dtensor(v)]
         self.state_buffers: dict[str, Tensor] = {}
         self.state_views: dict[str, list[Tensor]] = {}
@@ -111,11 +108,7 @@ class ShardBatch:
 
     def intact(self, all_states: dict[Tensor, Any]) -> bool:
         """Is every parameter's state still the one this batch holds (no reload, no state tensor replaced)?"""
-        states = self.states
-        if not all(all_states.get(p) is s for p, s in zip(self.params, states, strict=True)):
-            return False
-        return all(s.get(key) is view for key, views in self.state_views.items()
-                   for s, view in zip(states, views, strict=True))
+        return states_intact(self.params, self.states, self.state_views, all_states)
 
     def release(self, keep: set[int]) -> None:
         """Dropped for a new batch: nothing to hand back (the state views keep their buffer alive)."""
