@@ -35,8 +35,9 @@ def _raw(value: Any) -> Any:
 
 
 # An opaque copy: inductor cannot inline what computes ``x`` into the kernels that read it. Defined with a plain
-# CompositeExplicitAutograd kernel rather than ``torch.library.custom_op``, whose autograd wrapper costs ~10 µs
-# per call: the fused step calls it for each derived hyperparameter, and calls add up on small models.
+# CompositeExplicitAutograd kernel rather than ``torch.library.custom_op``, whose autograd wrapper the fused step
+# paid at each derived hyperparameter: a fused step of one tiny tensor took 177-180 µs with it and 145-150 µs
+# without (benchmarks/fused_call_overhead.py, one thread), which small models feel.
 _LIBRARY = torch.library.Library("ravine", "FRAGMENT")
 _LIBRARY.define("materialize(Tensor x) -> Tensor")
 _LIBRARY.impl("materialize", lambda x: x.clone(), "CompositeExplicitAutograd")
