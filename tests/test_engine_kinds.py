@@ -230,9 +230,10 @@ def test_a_tensor_lr_of_any_one_element_shape_works_on_every_path(shape, flags):
 
 
 def test_fused_segment_reductions_match_each_tensors_own_sum_and_max():
-    """The block layout (whole blocks plus two partial end blocks per tensor) over 200 random layouts: empty,
-    one-element, block-sized and block-straddling tensors in any order."""
-    from ravine.engine.flat import BLOCK, segment_layout
+    """The row layout (each tensor from a row boundary of a padded buffer) over 200 random layouts: empty,
+    one-element, row-sized and row-straddling tensors in any order; the padding holds values that must not
+    count."""
+    from ravine.engine.flat import BLOCK, padded_numels, segment_layout, whole_layout
 
     rng = random.Random(0)
     sizes = [0, 1, 3, 100, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK - 1, 2 * BLOCK, 700, 1500]
@@ -240,12 +241,22 @@ def test_fused_segment_reductions_match_each_tensors_own_sum_and_max():
         numels = [rng.choice(sizes) for _ in range(rng.randint(1, 8))]
         if sum(numels) == 0:
             continue
-        x = torch.randn(sum(numels), dtype=torch.float64)
-        flat = FusedTensor(x, segment_layout(numels, x.device))
-        sums, maxima = flat._segment_reduce(x, "sum"), flat._segment_reduce(x, "max")
-        for i, piece in enumerate(torch.split(x, numels)):
+        pieces = [torch.randn(n, dtype=torch.float64) for n in numels]
+        buffer = torch.full((sum(padded_numels(numels)),), 1e6, dtype=torch.float64)  # padding: large
+        start = 0
+        for piece, length in zip(pieces, padded_numels(numels), strict=True):
+            buffer[start:start + piece.numel()] = piece
+            start += length
+        rows = buffer.view(-1, BLOCK)
+        flat = FusedTensor(rows, segment_layout(numels, rows.device))
+        sums, maxima = flat._segment_reduce(rows, "sum"), flat._segment_reduce(rows, "max")
+        for i, piece in enumerate(pieces):
             torch.testing.assert_close(sums[i], piece.sum(), rtol=1e-12, atol=1e-12)
             assert maxima[i] == (piece.max() if piece.numel() else -math.inf), (numels, i)
+        for piece in pieces:  # one tensor, unpadded (the one-tensor-at-a-time step)
+            alone = FusedTensor(piece, whole_layout(piece.numel(), piece.device))
+            torch.testing.assert_close(alone._segment_reduce(piece, "sum"), piece.sum(), rtol=1e-12, atol=1e-12)
+            assert alone._segment_reduce(piece, "max").max() == (piece.max() if piece.numel() else -math.inf)
 
 
 def test_ddp_split_is_for_whole_tensor_math_under_torch_distributed():

@@ -178,6 +178,23 @@ def test_cautious_lion_and_sgd_agree_on_every_path(path):
         _close(other_model, per_tensor_model, exact=path != "fused")
 
 
+def test_cautious_switched_on_and_off_mid_training_on_the_fused_path():
+    """The fused path lays buffers out for whole-tensor reductions only while a group needs them: switching
+    cautious in the param group rebuilds them, and the run still matches the per-tensor path."""
+    per_tensor_model = _model()
+    fused_model = copy.deepcopy(per_tensor_model)
+    per_tensor = ravine.AdamW(per_tensor_model.parameters(), lr=3e-3, foreach=False)
+    fused = ravine.AdamW(fused_model.parameters(), lr=3e-3, fused=True)
+    for start, on in ((0, False), (5, True), (10, False), (15, True)):
+        for optimizer in (per_tensor, fused):
+            optimizer.param_groups[0]["cautious"] = on
+        _train(per_tensor_model, per_tensor, 5, start=start)
+        _train(fused_model, fused, 5, start=start)
+        (flat,) = fused._fused.flat_groups.values()
+        assert flat.aligned is on
+        _close(fused_model, per_tensor_model, exact=False)
+
+
 def test_cautious_changes_the_step_only_where_signs_disagree():
     p = nn.Parameter(torch.zeros(4))
     p.grad = torch.tensor([1.0, -1.0, 1.0, -1.0])

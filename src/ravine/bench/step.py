@@ -7,8 +7,8 @@ an 8192-row embedding (97 tensors, 29.4 M float32 parameters at ``scale=1``), an
 own copy of the same parameters with fixed gradients. After warm-up the candidates run in rounds, one block of
 5 steps each per round, in an order that rotates from round to round, so the drift of a shared machine hits
 them alike. The report gives each candidate's median time per step and the median over rounds of its time
-divided by a reference's in the same round (torch's fused step, torch's default step, and for a wrapper the
-bare inner step), next to the bandwidth of ``a.add_(b)`` measured in the same run. Run ``ravine bench step``
+divided by a reference's in the same round (torch's fused step, torch's default step, and for a wrapper or a
+modifier the bare inner step), next to the bandwidth of ``a.add_(b)`` measured in the same run. Run ``ravine bench step``
 (or ``python benchmarks/step.py``); never use this in a timed test.
 """
 
@@ -54,16 +54,19 @@ BYTES_PER_PARAM = {
     "RAdam": 28,
     "ASGD": 20,
     "Rprop": 28,
-    "Cautious AdamW": 28,  # the mask and its per-tensor count are computed in the kernel: no extra traffic
+    # Two passes: the per-tensor count of kept coordinates must be known before any parameter is written, so
+    # the gradient and moments are read once for it (12 bytes), then AdamW's 28.
+    "Cautious AdamW": 40,
     "AdEMAMix": 36,  # AdamW plus the slow EMA, read and written
     "Schedule-Free AdamW": 28,  # z and v instead of m and v
     "WeightEMA(AdamW)": 36,  # AdamW plus the average, read and written
     "AdamW int8 state": 16,  # two 1-byte codes read and written (+ a float32 maximum per 256 elements)
     "AdamW bf16 state": 20,  # two 2-byte moments read and written
 }
-# Rows with a bare counterpart (their "× bare step" column): wrappers and compact state against plain AdamW.
+# Rows with a bare counterpart (their "× bare step" column): wrappers, modifiers and compact state against plain
+# AdamW.
 BARE_VARIANT = {"Lookahead(AdamW)": "AdamW", "WeightEMA(AdamW)": "AdamW", "AdamW int8 state": "AdamW",
-                "AdamW bf16 state": "AdamW"}
+                "AdamW bf16 state": "AdamW", "Cautious AdamW": "AdamW", "AdEMAMix": "AdamW"}
 COMPACT = {"AdamW int8 state": "int8", "AdamW bf16 state": torch.bfloat16}  # state_dtype of each such row
 COPY_BYTES = 12  # a.add_(b): read a and b, write a
 
@@ -117,7 +120,8 @@ def _ravine(name: str, **flags: Any) -> Callable[[list], torch.optim.Optimizer]:
 
 
 # The reference each ratio column divides by: torch's fused step, torch's default step, and for a wrapper
-# (Lookahead, WeightEMA) the bare inner optimizer's fused step, for compact state the float32-state step.
+# (Lookahead, WeightEMA) the bare inner optimizer's fused step, for a modifier (cautious, AdEMAMix) the fused
+# step without it, for compact state the float32-state step.
 TORCH_FUSED, TORCH_DEFAULT, BARE = "torch fused", "torch default", "bare inner fused"
 REFERENCES = (TORCH_FUSED, TORCH_DEFAULT, BARE)
 

@@ -19,49 +19,49 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-BLOCK = 256  # elements per block of a fused segment reduction
+BLOCK = 256  # elements per row of a fused segment reduction
 
 
 class SegmentLayout(NamedTuple):
     """Where each tensor (segment) of a flat buffer lies, for whole-tensor reductions inside a fused step.
 
-    A reduction runs over fixed blocks of :data:`BLOCK` elements (one vectorised pass that inductor fuses with
-    the arithmetic producing its input), then combines, per tensor, the blocks lying wholly inside it with the
-    partial blocks at its two ends (gathered by ``edges``). Nothing is summed across tensors and subtracted.
+    A buffer laid out for reductions starts every tensor on a multiple of :data:`BLOCK` (the gaps are padding),
+    so it is a ``(rows, BLOCK)`` matrix each of whose rows belongs to one tensor. A reduction then runs over rows,
+    masked to each row's own elements (one vectorised pass that inductor fuses with the arithmetic producing its
+    input), and ``segment_reduce`` combines each tensor's rows; a per-tensor result reaches the elements as one
+    value per row, which the vector loop over a row reads once. Nothing is summed across tensors and subtracted.
+
+    ``rows`` is None for a buffer that is one tensor, unpadded (the one-tensor-at-a-time step): its reductions
+    are plain whole-buffer ones.
     """
 
-    ids: Tensor  # the tensor each element belongs to
-    counts: Tensor  # each tensor's element count (float64)
-    block_lengths: Tensor  # per tensor, how many blocks start inside it (int64, for segment_reduce)
-    block_inside: Tensor  # per block: does it lie wholly inside one tensor?
-    edges: Tensor  # (tensors, 2, BLOCK): element indices of each tensor's head and tail partial block
-    edge_valid: Tensor  # (tensors, 2, BLOCK): which of those indices belong to the tensor
+    rows: Tensor | None  # (rows,) the tensor each row belongs to
+    row_valid: Tensor | None  # (rows, 1) how many of a row's elements are its tensor's (the rest: padding)
+    row_counts: Tensor | None  # (tensors,) rows per tensor (int64, for segment_reduce)
+    counts: Tensor  # (tensors,) each tensor's element count (float64)
+
+
+def padded_numels(numels: list[int]) -> list[int]:
+    """Each tensor's length in a buffer laid out for reductions: its element count rounded up to whole rows."""
+    return [-(-n // BLOCK) * BLOCK for n in numels]
 
 
 def segment_layout(numels: list[int], device: torch.device) -> SegmentLayout:
-    """The :class:`SegmentLayout` of tensors of ``numels`` elements laid end to end."""
-    total = sum(numels)
-    dtype = torch.int32 if total < 2**31 else torch.int64
+    """The :class:`SegmentLayout` of tensors of ``numels`` elements, each starting on a row of a buffer laid
+    out by :func:`padded_numels`."""
     sizes = torch.tensor(numels, dtype=torch.int64)
-    ids = torch.repeat_interleave(torch.arange(len(numels), dtype=dtype), sizes)
-    starts = torch.cumsum(sizes, 0) - sizes
-    ends = starts + sizes
-    blocks = total // BLOCK
-    block_starts = torch.arange(blocks, dtype=torch.int64) * BLOCK
-    block_lengths = torch.bincount(ids[block_starts].long(), minlength=len(numels))
-    block_inside = ids[block_starts] == ids[block_starts + BLOCK - 1]
-    first_full = (starts + BLOCK - 1) // BLOCK  # first block starting at or after the tensor's start
-    end_full = ends // BLOCK  # blocks before this one end at or before the tensor's end
-    has_full = first_full <= end_full  # at least one block boundary inside: head and tail partials
-    head_end = torch.where(has_full, first_full * BLOCK, ends)
-    tail_start = torch.where(has_full, end_full * BLOCK, ends)
-    lane = torch.arange(BLOCK, dtype=torch.int64)
-    first = torch.stack([starts, tail_start], 1)  # (tensors, 2)
-    last = torch.stack([head_end, ends], 1)
-    edges = (first[..., None] + lane).clamp(0, max(total - 1, 0))
-    edge_valid = first[..., None] + lane < last[..., None]
-    return SegmentLayout(ids.to(device), sizes.to(torch.float64).to(device), block_lengths.to(device),
-                         block_inside.to(device), edges.to(device), edge_valid.to(device))
+    row_counts = torch.tensor(padded_numels(numels), dtype=torch.int64) // BLOCK
+    rows = torch.repeat_interleave(torch.arange(len(numels), dtype=torch.int32), row_counts)
+    first_row = torch.cumsum(row_counts, 0) - row_counts
+    within = torch.arange(rows.numel(), dtype=torch.int64) - first_row.repeat_interleave(row_counts)
+    row_valid = (sizes.repeat_interleave(row_counts) - within * BLOCK).clamp_max(BLOCK).to(torch.int32)
+    return SegmentLayout(rows.to(device), row_valid[:, None].to(device), row_counts.to(device),
+                         sizes.to(torch.float64).to(device))
+
+
+def whole_layout(numel: int, device: torch.device) -> SegmentLayout:
+    """The :class:`SegmentLayout` of a buffer that is one tensor of ``numel`` elements, unpadded."""
+    return SegmentLayout(None, None, None, torch.tensor([float(numel)], dtype=torch.float64, device=device))
 
 
 def offsets_of(numels: list[int]) -> list[int]:
@@ -96,10 +96,12 @@ class FlatGroup:
     """Parameters, gradients and state of one (device, dtype) batch, each in one contiguous buffer."""
 
     def __init__(self, params: list[Tensor], states: list[dict[str, Any]],
-                 scalar_keys: tuple[str, ...] = (), count_steps: bool = False) -> None:
+                 scalar_keys: tuple[str, ...] = (), count_steps: bool = False, aligned: bool = False) -> None:
         self.params = params
         self.numels = [p.numel() for p in params]
-        self.offsets = offsets_of(self.numels)
+        # aligned: laid out for whole-tensor reductions (each tensor from a row boundary, see SegmentLayout)
+        self.aligned = aligned
+        self.offsets = offsets_of(padded_numels(self.numels) if aligned else self.numels)
         # Each tensor is moved into its buffer and its old storage released before the next one, so building
         # the buffers never holds two copies of a whole batch (the buffers' pages are touched as they fill).
         self.param_buffer = self._empty(params[0].dtype)
@@ -134,7 +136,9 @@ class FlatGroup:
         self._layout: SegmentLayout | None = None  # built by layout() for algorithms with reductions
 
     def _empty(self, dtype: torch.dtype) -> Tensor:
-        return torch.empty(self.offsets[-1], dtype=dtype, device=self.params[0].device)
+        """A buffer for the group; an aligned one's padding is zero (an update of zeros, never read)."""
+        make = torch.zeros if self.aligned else torch.empty
+        return make(self.offsets[-1], dtype=dtype, device=self.params[0].device)
 
     def _gather(self, tensors: list[Tensor], dtype: torch.dtype) -> Tensor:
         buffer = self._empty(dtype)
@@ -143,10 +147,8 @@ class FlatGroup:
         return buffer
 
     def _views(self, buffer: Tensor) -> list[Tensor]:
-        return [
-            buffer[start:end].view(p.shape)
-            for p, start, end in zip(self.params, self.offsets, self.offsets[1:], strict=False)
-        ]
+        starts = self.offsets[:-1]
+        return [buffer[at:at + p.numel()].view(p.shape) for p, at in zip(self.params, starts, strict=True)]
 
     def attach_average(self, averages: dict[Tensor, Tensor]) -> Tensor:
         """One flat buffer holding ``averages[p]`` for the parameters of this group (a wrapper's averages of the
@@ -163,7 +165,10 @@ class FlatGroup:
         return self.average_buffer
 
     def layout(self) -> SegmentLayout:
-        """Where each tensor lies in the buffers (see :class:`SegmentLayout`), built on first use."""
+        """Where each tensor lies in the buffers of an aligned group (see :class:`SegmentLayout`), built on first
+        use."""
+        if not self.aligned:
+            raise RuntimeError("a flat group laid out without padding has no segment layout (build it aligned)")
         if self._layout is None:
             self._layout = segment_layout(self.numels, self.param_buffer.device)
         return self._layout

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ravine.engine import compact, eager, local_shards
 from ravine.engine.averaging import Fold
-from ravine.engine.flat import FlatGroup, SegmentLayout, segment_layout
+from ravine.engine.flat import BLOCK, FlatGroup, SegmentLayout, whole_layout
 from ravine.engine.local_shards import ShardBatch
 from ravine.engine.tracing import compiled_update
 from ravine.engine.views import Hyper, StateView
@@ -74,7 +74,7 @@ class FusedRunner:
         self.plans: dict[int, tuple[tuple[int, ...], list[FlatGroup]]] = {}
         self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
         self.folded: set[int] = set()  # parameters whose average this step's kernels updated
-        self.layouts: dict[int, SegmentLayout] = {}  # single-tensor layouts of run_each, by size
+        self.layouts: dict[tuple[int, torch.device], SegmentLayout] = {}  # one-tensor layouts of run_each, by size
 
     def step(self, group: dict[str, Any], params: list[Tensor], hp: Hyper) -> None:
         """Compiled steps over flat buffers; state-creating first steps and odd tensors run per tensor.
@@ -83,7 +83,8 @@ class FusedRunner:
         group is intact, they are reused without regrouping (what a model of many small tensors would
         otherwise pay per tensor at every step)."""
         opt = self.optimizer
-        key = (id(group.maps[0]) if isinstance(group, ChainMap) else id(group), *map(id, params))
+        reductions = opt.needs_reductions(group)  # buffers laid out for them, or not: part of the plan
+        key = (id(group.maps[0]) if isinstance(group, ChainMap) else id(group), reductions, *map(id, params))
         plan = self.plans.get(key[0])
         if plan is not None and plan[0] == key and all(flat.intact(opt.state) for flat in plan[1]):
             for flat in plan[1]:
@@ -108,7 +109,7 @@ class FusedRunner:
                 self.run_each(batch, group, hp)
                 flats = []
                 continue
-            flat = self._batch(batch, FlatGroup)
+            flat = self._batch(batch, FlatGroup, aligned=reductions)
             self._run(flat, group, hp)
             flats.append(flat)
         if flats and sum(len(flat.params) for flat in flats) == len(params):  # every parameter fused
@@ -116,17 +117,19 @@ class FusedRunner:
         else:
             self.plans.pop(key[0], None)
 
-    def _batch(self, params: list[Tensor], kind: type[FlatGroup] | type[ShardBatch]) -> Any:
-        """A batch's buffers (a :class:`FlatGroup`; for DTensor parameters, a :class:`ShardBatch` of their state):
-        the existing ones if intact, else new, releasing any the new ones overlap."""
+    def _batch(self, params: list[Tensor], kind: type[FlatGroup] | type[ShardBatch], aligned: bool = False) -> Any:
+        """A batch's buffers (a :class:`FlatGroup`, ``aligned`` for whole-tensor reductions; for DTensor
+        parameters, a :class:`ShardBatch` of their state): the existing ones if intact, else new, releasing any
+        the new ones overlap."""
         opt = self.optimizer
         key = tuple(id(p) for p in params)
         batch = self.flat_groups.get(key)
-        if batch is None or type(batch) is not kind or not batch.intact(opt.state):
+        if batch is None or type(batch) is not kind or batch.aligned != aligned or not batch.intact(opt.state):
             for other in [k for k in self.flat_groups if set(k) & set(key)]:
                 self.flat_groups.pop(other).release(keep=set(key))
+            options = {"aligned": True} if aligned else {}
             batch = self.flat_groups[key] = kind(params, eager.states_of(opt, params), opt.scalar_state,
-                                                 count_steps=opt.step_counter)
+                                                 count_steps=opt.step_counter, **options)
         return batch
 
     def _shards_fusable(self, batch: list[Tensor], group: dict[str, Any], lazy: bool) -> bool:
@@ -173,9 +176,9 @@ class FusedRunner:
             plain = {k: v.view(-1) for k, v in state.items() if k not in skip and k not in quantized
                      and k not in maxima and torch.is_tensor(v) and v.shape == p.shape}
             if reductions:  # whole-tensor reductions: the tensor in one call
-                layout = self.layouts.get(p.numel())
+                layout = self.layouts.get((p.numel(), p.device))
                 if layout is None:
-                    layout = self.layouts[p.numel()] = segment_layout([p.numel()], p.device)
+                    layout = self.layouts[(p.numel(), p.device)] = whole_layout(p.numel(), p.device)
                 self._compiled(p.view(-1), p.grad.view(-1), plain, group, hp, extra, layout,
                                quantized=quantized or None, aligned=p.numel() % compact.BLOCK == 0)
             else:  # elementwise: large tensors in chunks of whole blocks, so the kernel's temporaries stay small;
@@ -209,8 +212,15 @@ class FusedRunner:
                 average = flat.attach_average(fold.averages)
                 self.folded.update(map(id, flat.params))
                 extra["average_weight"] = fold.weight
-            self._compiled(flat.param_buffer, flat.grad_buffer, flat.state_buffers, group, hp, extra,
-                           flat.layout() if opt.needs_reductions(group) else None, average,
+            buffers = [flat.param_buffer, flat.grad_buffer, flat.state_buffers, average]
+            layout = None
+            if flat.aligned:  # laid out for reductions: (rows, BLOCK) matrices, shaped so before tracing, since
+                # a view of a buffer of symbolic length leaves inductor index arithmetic it cannot vectorise
+                layout = flat.layout()
+                buffers = [{k: v.view(-1, BLOCK) for k, v in b.items()} if isinstance(b, dict)
+                           else None if b is None else b.view(-1, BLOCK) for b in buffers]
+            param, grad, state, average = buffers
+            self._compiled(param, grad, state, group, hp, extra, layout, average,
                            write_back=fold is not None and fold.write_back)
         if flat.steps is not None:  # counted only once the step has run
             flat.steps.add_(1)
@@ -246,7 +256,7 @@ class FusedRunner:
             statics["state_aligned"] = aligned
         if average is not None:
             statics["average_write_back"] = write_back
-        update, compiled = type(opt).update, compiled_update()
+        update, compiled = type(opt).update, compiled_update(reductions=layout is not None)
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT,
                                         accumulated_recompile_limit=RECOMPILE_LIMIT * 4):
             for param, grad, state in pieces:  # the step pops its entries: each call gets its own dicts

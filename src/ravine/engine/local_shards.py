@@ -80,6 +80,8 @@ class ShardBatch:
     """The state of one batch of DTensor parameters in one flat buffer per key, each parameter's state a
     DTensor view of it; the parameters and gradients themselves are read where they lie at every step."""
 
+    aligned = False  # never laid out for whole-tensor reductions: a shard's reduction is not its tensor's
+
     def __init__(self, params: list[Tensor], states: list[dict[str, Any]],
                  scalar_keys: tuple[str, ...] = (), count_steps: bool = False) -> None:
         from torch.distributed.tensor import DTensor
