@@ -41,11 +41,19 @@ def test_bench_step_writes_table_json_and_chart(tmp_path, capsys):
 def test_bench_step_small_set_and_wrapper_reference(tmp_path):
     out = tmp_path / "bench"
     assert main(["bench", "step", "--shape", "small", "--scale", "0.01", "--rounds", "1", "--algorithms",
-                 "Lookahead(AdamW)", "-o", str(out)]) == 0
+                 "Lookahead(AdamW),Cautious AdamW", "-o", str(out)]) == 0
     result = json.loads((out / "step.json").read_text())
     assert result["machine"]["shape"] == "small" and result["machine"]["tensors"] == 20
-    bare = next(r for r in result["rows"] if r["implementation"] == "bare inner fused")
-    assert bare["ratios"] == {"bare inner fused": 1.0}
+    bares = [r for r in result["rows"] if r["implementation"] == "bare inner fused"]
+    assert [r["algorithm"] for r in bares] == ["Lookahead(AdamW)", "Cautious AdamW"]
+    assert all(r["ratios"] == {"bare inner fused": 1.0} for r in bares)
+
+    def bytes_per_param(row):  # what its GB/s was computed from
+        return row["gb_per_s"] * row["ms"] * 1e6 / result["machine"]["params"]
+
+    cautious = {r["implementation"]: r for r in result["rows"] if r["algorithm"] == "Cautious AdamW"}
+    assert round(bytes_per_param(cautious["ravine fused"])) == 40  # two passes
+    assert round(bytes_per_param(cautious["bare inner fused"])) == 28  # the bare AdamW step moves its own
 
 
 def _refusals(benchmark, cases, tmp_path, capsys) -> str:

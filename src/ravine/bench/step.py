@@ -8,8 +8,8 @@ own copy of the same parameters with fixed gradients. After warm-up the candidat
 5 steps each per round, in an order that rotates from round to round, so the drift of a shared machine hits
 them alike. The report gives each candidate's median time per step and the median over rounds of its time
 divided by a reference's in the same round (torch's fused step, torch's default step, and for a wrapper or a
-modifier the bare inner step), next to the bandwidth of ``a.add_(b)`` measured in the same run. Run ``ravine bench step``
-(or ``python benchmarks/step.py``); never use this in a timed test.
+modifier the bare inner step), next to the bandwidth of ``a.add_(b)`` measured in the same run. Run
+``ravine bench step`` (or ``python benchmarks/step.py``); never use this in a timed test.
 """
 
 from __future__ import annotations
@@ -298,7 +298,8 @@ def run(scale: float = 1.0, device: str = "cpu", rounds: int = 20, algorithms: l
         runs = interleaved(table[name], lambda: make_params(scale, device), device, rounds)
         for implementation, entry in runs.items():
             ms = statistics.median(entry["times"]) * 1e3
-            moved = BYTES_PER_PARAM[name] + (8 / 5 if name.startswith("Lookahead") else 0)  # folded sync
+            timed = BARE_VARIANT[name] if implementation == BARE else name  # the bare row moves its own bytes
+            moved = BYTES_PER_PARAM[timed] + (8 / 5 if timed.startswith("Lookahead") else 0)  # folded sync
             gbs = moved * entry["numel"] / (ms * 1e-3) / 1e9
             ratios = {}
             for column in REFERENCES:
