@@ -212,14 +212,12 @@ class FusedRunner:
                 average = flat.attach_average(fold.averages)
                 self.folded.update(map(id, flat.params))
                 extra["average_weight"] = fold.weight
-            buffers = [flat.param_buffer, flat.grad_buffer, flat.state_buffers, average]
-            layout = None
+            param, grad, state, layout = flat.param_buffer, flat.grad_buffer, flat.state_buffers, None
             if flat.aligned:  # laid out for reductions: (rows, BLOCK) matrices, shaped so before tracing, since
                 # a view of a buffer of symbolic length leaves inductor index arithmetic it cannot vectorise
                 layout = flat.layout()
-                buffers = [{k: v.view(-1, BLOCK) for k, v in b.items()} if isinstance(b, dict)
-                           else None if b is None else b.view(-1, BLOCK) for b in buffers]
-            param, grad, state, average = buffers
+                param, grad, average = (None if b is None else b.view(-1, BLOCK) for b in (param, grad, average))
+                state = {key: buffer.view(-1, BLOCK) for key, buffer in state.items()}
             self._compiled(param, grad, state, group, hp, extra, layout, average,
                            write_back=fold is not None and fold.write_back)
         if flat.steps is not None:  # counted only once the step has run
