@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ravine.engine.local_shards import local
+
 
 def pack_shards(model: nn.Module) -> int:
     """Move the local shards of each FSDP2 group of ``model`` into one buffer per group (and device and dtype),
@@ -61,24 +63,24 @@ def _even(p: Any) -> bool:
     """Does every rank hold an equal, unpadded share of ``p`` (so FSDP2 all-gathers from the shard itself)?"""
     from torch.distributed.tensor import Shard
 
-    local = p._local_tensor
+    shard = local(p)
     for mesh_dim, placement in enumerate(p.placements):
-        if isinstance(placement, Shard) and local.size(placement.dim) * p.device_mesh.size(mesh_dim) != p.size(
+        if isinstance(placement, Shard) and shard.size(placement.dim) * p.device_mesh.size(mesh_dim) != p.size(
                 placement.dim):
             return False
-    return local.is_contiguous()
+    return shard.is_contiguous()
 
 
 def _pack(params: list[Any]) -> int:
     by_kind: dict[tuple[torch.device, torch.dtype], list[Any]] = {}
     for p in params:
-        by_kind.setdefault((p._local_tensor.device, p._local_tensor.dtype), []).append(p)
+        by_kind.setdefault((local(p).device, local(p).dtype), []).append(p)
     for (device, dtype), batch in by_kind.items():
-        buffer = torch.empty(sum(p._local_tensor.numel() for p in batch), dtype=dtype, device=device)
+        buffer = torch.empty(sum(local(p).numel() for p in batch), dtype=dtype, device=device)
         start = 0
         with torch.no_grad():
             for p in batch:
-                old = p._local_tensor
+                old = local(p)
                 view = buffer[start:start + old.numel()].view(old.shape)
                 view.copy_(old)
                 p._local_tensor = view

@@ -71,7 +71,7 @@ class FusedRunner:
         self.seen: set[int] = set()  # parameters that took their (eager) state-creating first step
         self.scalars: dict[tuple[Any, ...], Tensor] = {}
         # per param group: the parameters of its last step and their flat groups, reused while intact
-        self.plans: dict[int, tuple[tuple[int, ...], list[FlatGroup]]] = {}
+        self.plans: dict[int, tuple[tuple[Any, ...], list[FlatGroup | ShardBatch]]] = {}
         self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
         self.folded: set[int] = set()  # parameters whose average this step's kernels updated
         self.layouts: dict[tuple[int, torch.device], SegmentLayout] = {}  # one-tensor layouts of run_each, by size
@@ -93,7 +93,7 @@ class FusedRunner:
         lazy = opt.creates_state_in_update(hp)
         flats: list[FlatGroup | ShardBatch] = []
         for batch in eager.batches(opt, params):
-            if self._shards_fusable(batch, group, lazy):  # FSDP2 shards: the kernel over the local tensors
+            if self._shards_fusable(batch, group, lazy, reductions):  # FSDP2 shards: the kernel on local tensors
                 shards = self._batch(batch, ShardBatch)
                 self._run(shards, group, hp)
                 flats.append(shards)
@@ -132,11 +132,11 @@ class FusedRunner:
                                                  count_steps=opt.step_counter, **options)
         return batch
 
-    def _shards_fusable(self, batch: list[Tensor], group: dict[str, Any], lazy: bool) -> bool:
+    def _shards_fusable(self, batch: list[Tensor], group: dict[str, Any], lazy: bool, reductions: bool) -> bool:
         """Can a batch of DTensor parameters take the compiled step on their local shards? Not when the update
-        reduces over whole tensors (a shard's sum is not the tensor's) or keeps compact state."""
+        reduces over whole tensors (``reductions``: a shard's sum is not the tensor's) or keeps compact state."""
         opt = self.optimizer
-        if not local_shards.is_dtensor(batch[0]) or opt.needs_reductions(group):
+        if not local_shards.is_dtensor(batch[0]) or reductions:
             return False
         return all(local_shards.fusable(p) and opt.state_storage(p, group) is None
                    and (not lazy or id(p) in self.seen or bool(opt.state.get(p))) for p in batch)
