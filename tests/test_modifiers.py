@@ -136,8 +136,8 @@ HEAVYBALL_CASES = {
                                             ("warmups, decay", "fused")])
 def test_ademamix_matches_heavyball(case, path):
     """heavyball's AdEMAMix, an independent implementation, over 100 steps. It bias-corrects by debiasing the
-    EMA rates (β̃ₜ = 1 − (1 − β)/(1 − βᵗ)) and floors √v̂ at ε instead of adding ε, so it agrees to rounding and ε
-    (measured: 1e-6 of the largest weight), not bit for bit."""
+    EMA rates (β̃ₜ = 1 − (1 − β)/(1 − βᵗ)) and floors √v̂ at ε instead of adding ε, so it agrees to rounding and ε,
+    not bit for bit."""
     heavyball = pytest.importorskip("heavyball")
     ours_model = _model()
     theirs_model = copy.deepcopy(ours_model)

@@ -490,9 +490,7 @@ def fused_update_with_reductions(*args: Any) -> None:
 # Inductor stores a value that kernels on both sides of a reduction read (an update, and the count of its
 # coordinates that agree with the gradient) once it reads more than a few buffers, then reads it back: a buffer
 # the size of the parameters allocated, written and read at every step. Recomputing it from the state is
-# cheaper: a compiled Cautious AdamW step over (rows, 256) buffers took 5.4x the bare step without these
-# thresholds and 1.8x with them, in one interleaved run over 29.4 M parameters on this project's 2-core CPU (the
-# floor set by the 40 bytes per parameter its two passes move, against AdamW's 28: 1.43x).
+# cheaper; benchmarks/cautious_fused.py measures the two-pass step against the bare one (benchmarks/RESULTS.md).
 RECOMPUTE = {"realize_reads_threshold": 100, "realize_opcount_threshold": 1000, "realize_acc_reads_threshold": 100}
 
 
