@@ -5,9 +5,12 @@
    same tiny buffers, with the hyperparameters prepared once (``FusedRunner._compiled_pieces``).
 3. A 14.7 M-parameter flat buffer stepped in 9 calls (cut at random points) against 1, interleaved over 20
    rounds: the per-call cost at the size of one rank's shard in ``ravine bench shards``.
+4. A whole fused SGD-momentum step of 97 tiny tensors (the count of ``ravine bench step``'s transformer set)
+   against torch's fused SGD step of the same tensors, interleaved: what each spends besides its kernel, per step
+   and per tensor.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/fused_call_overhead.py``. Part 1 also runs on commits that predate
-``_compiled_pieces``; parts 2 and 3 are then skipped.
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/fused_call_overhead.py``. Parts 1 and 4 also run on commits that
+predate ``_compiled_pieces``; parts 2 and 3 are then skipped.
 """
 
 from __future__ import annotations
@@ -41,6 +44,24 @@ def prepared(optimizer):
     return flat, group, hp
 
 
+def many_tensors(count: int = 97) -> None:
+    """Part 4: ravine's and torch's whole fused SGD-momentum steps over ``count`` 4-element tensors."""
+    params = {}
+    for name in ("ravine", "torch"):
+        params[name] = [torch.zeros(4, requires_grad=True) for _ in range(count)]
+        for p in params[name]:
+            p.grad = torch.randn(4)
+    steps = {"ravine": ravine.SGD(params["ravine"], lr=1e-3, momentum=0.9, fused=True).step,
+             "torch": torch.optim.SGD(params["torch"], lr=1e-3, momentum=0.9, fused=True).step}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(10):
+        for name in steps if r % 2 else reversed(steps):
+            times[name].append(per_call_us(steps[name], 200))
+    ours, theirs = (statistics.median(times[name]) for name in ("ravine", "torch"))
+    print(f"4. fused SGD-momentum step of {count} tiny tensors: ravine {ours:.0f} µs, torch {theirs:.0f} µs "
+          f"({(ours - theirs) / count:+.2f} µs per tensor)")
+
+
 def main() -> None:
     p = torch.randn(64, requires_grad=True)
     p.grad = torch.randn(64)
@@ -50,6 +71,7 @@ def main() -> None:
     print(f"1. fused AdamW step of one 64-element tensor: {per_call_us(tiny.step, 2000):.0f} µs")
     runner = tiny._fused
     if not hasattr(runner, "_compiled_pieces"):
+        many_tensors()
         return
     flat, group, hp = prepared(tiny)
     piece = (flat.param_buffer, flat.grad_buffer, flat.state_buffers)
@@ -81,6 +103,7 @@ def main() -> None:
     ratio = statistics.median(a / b for a, b in zip(times[9], times[1], strict=True))
     print(f"3. {n / 1e6:.1f} M elements: 1 call {statistics.median(times[1]) * 1e3:.2f} ms, 9 calls "
           f"{statistics.median(times[9]) * 1e3:.2f} ms, {ratio:.2f}× (median of per-round ratios)")
+    many_tensors()
 
 
 if __name__ == "__main__":
