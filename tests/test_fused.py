@@ -132,6 +132,59 @@ def test_changing_lr_betas_and_weight_decay_every_step_does_not_recompile():
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+def test_hyperparameters_reach_the_kernel_when_they_change_return_or_change_type():
+    """The fused step refills its cached hyperparameter tensors only when a number changes: a value that comes
+    back, an int where a float was, a tensor lr and a float again must all reach the kernel."""
+    ref_params = make_params()
+    cand_params = clone_params(ref_params)
+    reference = ravine.SGD(ref_params, lr=0.1, momentum=0.9, foreach=False)
+    candidate = ravine.SGD(cand_params, lr=0.1, momentum=0.9, fused=True)
+    lrs = [0.1, 0.1, 0.05, 0.1, 0.1, 1, 1.0, torch.tensor(0.02), 0.02, 0.02, 0.3, 0.3]
+    decays = [0, 0, 0.1, 0.1, 0, 0, 1, 1, 0.5, 0.5, 0, 0]
+    for step, (lr, decay) in enumerate(zip(lrs, decays, strict=True)):
+        for optimizer, params in ((reference, ref_params), (candidate, cand_params)):
+            optimizer.param_groups[0].update(lr=lr, weight_decay=decay)
+            set_grads(params, step, skip_some=False)
+            optimizer.step()
+        for a, b in zip(ref_params, cand_params, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=f"step {step}: lr={lr}, wd={decay}")
+
+
+def test_a_cached_hyperparameter_is_kept_only_for_the_very_same_number():
+    same = fused_module.same_number
+    assert same(0.1, 0.1) and same(0, 0) and same(-0.0, -0.0)
+    assert not same(0.1, 0.2) and not same(0.0, -0.0) and not same(1, 1.0) and not same(float("nan"), float("nan"))
+
+
+def test_recompile_limits_are_raised_only_around_the_compiled_calls(monkeypatch):
+    """Past dynamo's limit a step would run uncompiled, silently: the fused step raises it while it calls, keeps
+    a higher one the user set, and restores the user's values afterwards, even when the call fails."""
+    config = torch._dynamo.config
+    seen = []
+
+    def recording(reductions=False):
+        def call(*args):
+            seen.append((config.recompile_limit, config.accumulated_recompile_limit))
+            if len(seen) == 3:
+                raise RuntimeError("compile failed")
+        return call
+
+    params = make_params()
+    optimizer = ravine.SGD(params, lr=0.1, fused=True)
+    monkeypatch.setattr(fused_module, "compiled_update", recording)
+    monkeypatch.setattr(config, "recompile_limit", 8)
+    monkeypatch.setattr(config, "accumulated_recompile_limit", 10_000)
+    limit = fused_module.RECOMPILE_LIMIT
+    for _ in range(2):
+        set_grads(params, 0, skip_some=False)
+        optimizer.step()
+    assert seen == [(limit, 10_000)] * 2
+    assert (config.recompile_limit, config.accumulated_recompile_limit) == (8, 10_000)
+    with pytest.raises(RuntimeError, match="compile failed"):
+        optimizer.step()
+    assert (config.recompile_limit, config.accumulated_recompile_limit) == (8, 10_000)
+
+
 def test_one_graph_serves_any_number_of_tensors():
     small = make_params(shapes=[(3, 4), (4,)])
     optimizer = ravine.Lion(small, lr=1e-3, fused=True)

@@ -14,6 +14,7 @@ gradient still lands in the flat buffer with no copy.
 from __future__ import annotations
 
 import itertools
+import operator
 from typing import Any, NamedTuple
 
 import torch
@@ -59,6 +60,9 @@ def segment_layout(numels: list[int], device: torch.device) -> SegmentLayout:
                          sizes.to(torch.float64).to(device))
 
 
+_GRAD = operator.attrgetter("grad")
+
+
 def whole_layout(numel: int, device: torch.device) -> SegmentLayout:
     """The :class:`SegmentLayout` of a buffer that is one tensor of ``numel`` elements, unpadded."""
     return SegmentLayout(None, None, None, torch.tensor([float(numel)], dtype=torch.float64, device=device))
@@ -73,10 +77,11 @@ def states_intact(params: list[Tensor], states: list[dict[str, Any]], views: dic
                   all_states: dict[Tensor, Any]) -> bool:
     """Is each parameter's state still ``states`` (no reload), holding every one of a batch's ``views`` (no state
     tensor replaced)? Comparisons only: it runs before every fused step."""
-    if not all(all_states.get(p) is s for p, s in zip(params, states, strict=True)):
+    # map and operator.is_ keep these loops in C: a fused step of many small tensors would feel them otherwise
+    if not all(map(operator.is_, map(all_states.get, params), states)):
         return False
-    return all(s.get(key) is view for key, batch_views in views.items()
-               for s, view in zip(states, batch_views, strict=True))
+    return all(all(map(operator.is_, map(dict.get, states, itertools.repeat(key)), batch_views))
+               for key, batch_views in views.items())
 
 
 def stack_steps(states: list[dict[str, Any]], views: dict[str, list[Tensor]]) -> Tensor | None:
@@ -176,13 +181,15 @@ class FlatGroup:
     def intact(self, all_states: dict[Tensor, Any]) -> bool:
         """Do the parameters and state still live in this group's buffers (no ``.to()``, no reload, no state
         tensor replaced)? Checked before every fused step: comparisons only, no per-tensor arithmetic."""
-        if [p.data_ptr() for p in self.params] != self.param_ptrs:
+        if list(map(Tensor.data_ptr, self.params)) != self.param_ptrs:
             return False
         return states_intact(self.params, self.states, self.state_views, all_states)
 
     def collect_grads(self) -> None:
         """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere, e.g. one
         the user assigned). Every parameter of the batch has a gradient: the engine steps no other."""
+        if all(map(operator.is_, map(_GRAD, self.params), self.grad_views)):  # autograd wrote into the views
+            return
         for p, view in zip(self.params, self.grad_views, strict=True):
             grad = p.grad
             if grad is not view:

@@ -13,6 +13,7 @@ know nothing about compilation.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections import ChainMap
@@ -26,7 +27,7 @@ from ravine.engine.averaging import Fold
 from ravine.engine.flat import BLOCK, FlatGroup, SegmentLayout, whole_layout
 from ravine.engine.local_shards import ShardBatch
 from ravine.engine.tracing import compiled_update
-from ravine.engine.views import Hyper, StateView
+from ravine.engine.views import Hyper, StateView, merged
 
 if TYPE_CHECKING:
     from ravine.engine.optimizer import Optimizer
@@ -62,6 +63,13 @@ RECOMPILE_LIMIT = 2048
 CHUNK = 1 << 20  # elements per call of the one-tensor compiled step (a multiple of the 8-bit block)
 
 
+def same_number(held: Any, value: Any) -> bool:
+    """Would a tensor filled with ``held`` hold ``value`` too? Equal, of one type, and the same zero (a NaN never
+    equals itself, so it is always refilled)."""
+    return (type(held) is type(value) and held == value
+            and (value != 0 or math.copysign(1.0, held) == math.copysign(1.0, value)))
+
+
 class FusedRunner:
     """The fused path of one optimizer: flat buffers, cached hyperparameter tensors, compiled steps."""
 
@@ -69,7 +77,8 @@ class FusedRunner:
         self.optimizer = optimizer
         self.flat_groups: dict[tuple[int, ...], FlatGroup | ShardBatch] = {}  # by the ids of their parameters
         self.seen: set[int] = set()  # parameters that took their (eager) state-creating first step
-        self.scalars: dict[tuple[Any, ...], Tensor] = {}
+        # hyperparameters as 0-d tensors, with the number each holds (refilled only when it changes)
+        self.scalars: dict[tuple[Any, ...], tuple[Tensor, Any]] = {}
         # per param group: the parameters of its last step and their flat groups, reused while intact
         self.plans: dict[int, tuple[tuple[Any, ...], list[FlatGroup | ShardBatch]]] = {}
         self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
@@ -90,6 +99,7 @@ class FusedRunner:
             for flat in plan[1]:
                 self._run(flat, group, hp)
             return
+        opt.ensure_states(params, hp, group)  # a parameter new to this group, or state dropped by a reload
         lazy = opt.creates_state_in_update(hp)
         flats: list[FlatGroup | ShardBatch] = []
         for batch in eager.batches(opt, params):
@@ -255,11 +265,18 @@ class FusedRunner:
         if average is not None:
             statics["average_write_back"] = write_back
         update, compiled = type(opt).update, compiled_update(reductions=layout is not None)
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT,
-                                        accumulated_recompile_limit=RECOMPILE_LIMIT * 4):
+        # dynamo's recompile limits raised around the calls, as config.patch would (at half its cost per step);
+        # a limit the user set higher stays
+        config = torch._dynamo.config
+        saved = config.recompile_limit, config.accumulated_recompile_limit
+        config.recompile_limit = max(saved[0], RECOMPILE_LIMIT)
+        config.accumulated_recompile_limit = max(saved[1], RECOMPILE_LIMIT * 4)
+        try:
             for param, grad, state in pieces:  # the step pops its entries: each call gets its own dicts
                 compiled(update, opt, param, grad, state, dict(scalars), dict(statics), flags, layout, average,
                          quantized)
+        finally:
+            config.recompile_limit, config.accumulated_recompile_limit = saved
 
     def _hyper(
         self, group: dict[str, Any], step: float | None, extra: dict[str, Any], device: torch.device,
@@ -278,13 +295,18 @@ class FusedRunner:
                 flags[f"{name}==0"] = flags[f"{name}==1"] = False  # reading it would cost a host sync
                 return value.reshape(()).to(device=device, dtype=dtype)
             flags[f"{name}==0"], flags[f"{name}==1"] = value == 0, value == 1
-            cached = self.scalars.get((group_id, name, device, dtype))
+            key = (group_id, name, device, dtype)
+            cached, held = self.scalars.get(key, (None, None))
             if cached is None:
-                cached = self.scalars[(group_id, name, device, dtype)] = torch.zeros((), dtype=dtype,
-                                                                                     device=device)
+                cached = torch.empty((), dtype=dtype, device=device)
+            elif same_number(held, value):
+                return cached
+            self.scalars[key] = (cached, value)
             return cached.fill_(value)
 
-        entries = {**group, "step": step} if step is not None else dict(group)
+        entries = merged(group)
+        if step is not None:
+            entries["step"] = step
         entries["grad_sign"] = -1.0 if group["maximize"] else 1.0
         entries["inv_scale"] = 1.0 if opt._inv_scale is None else opt._inv_scale
         entries.update(extra)

@@ -557,6 +557,11 @@ class Optimizer(torch.optim.Optimizer):
             if new_state:
                 self.state[p] = new_state
 
+    def ensure_states(self, params: list[Tensor], hp: Hyper, group: ChainMap[str, Any]) -> None:
+        """:meth:`_ensure_state` for each of ``params``."""
+        for p in params:
+            self._ensure_state(p, hp, group)
+
     @staticmethod
     def _state_seed(loaded_group: dict[str, Any], group: ChainMap[str, Any]) -> int:
         """The step number stochastic rounding of narrow-float state hashes (saved with the group, so a resumed
@@ -635,14 +640,14 @@ class Optimizer(torch.optim.Optimizer):
                 self.check_param(p)
                 self._check_storage(p, group)
                 has_sparse = has_sparse or p.grad.is_sparse
-            self._ensure_state(p, hp, group)
+        if group["fused"] and not has_sparse and not group["differentiable"]:
+            self._fused.step(group, params, hp)  # creates missing state unless its last plan still holds
+            return
+        self.ensure_states(params, hp, group)
         if group["differentiable"]:
             eager.unscale(params, self._inv_scale)
             for p in params:
                 eager.run_differentiable(self, p, group, hp)
-            return
-        if group["fused"] and not has_sparse:
-            self._fused.step(group, params, hp)
             return
         eager.unscale(params, self._inv_scale)
         kind = self.kind_of(group)

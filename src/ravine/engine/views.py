@@ -8,6 +8,7 @@ algorithm treats real and imaginary parts as independent coordinates, as torch d
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,6 +101,17 @@ def scalar(value: Any) -> Any:
     return value
 
 
+def merged(group: Mapping[str, Any]) -> dict[str, Any]:
+    """A parameter group (a ``ChainMap`` over the class's defaults, see ``Optimizer.options``) as one dict, in
+    the ChainMap's order; merged a mapping at a time, which a step over many groups or tensors notices."""
+    if not isinstance(group, ChainMap):
+        return dict(group)
+    out: dict[str, Any] = {}
+    for values in reversed(group.maps):
+        out.update(values)
+    return out
+
+
 class Hyper:
     """A parameter group's hyperparameters as attributes (``hp.lr``, ``hp.betas``), plus ``hp.step``.
 
@@ -112,7 +124,7 @@ class Hyper:
 
     def __init__(self, group: Mapping[str, Any]) -> None:
         keep_tensors = bool(group.get("differentiable"))  # a learned lr must stay in the graph
-        for key, value in group.items():
+        for key, value in merged(group).items():
             if key != "params":
                 setattr(self, key, as_scalar_tensor(value) if keep_tensors else scalar(value))
         self.step: float | None = None
