@@ -342,6 +342,59 @@ def test_parameters_without_gradients_are_left_alone_as_in_torch(cls):
     assert all(p.grad is None for p in candidate.parameters()) and any(g is not None for g in candidate_grads)
 
 
+def _reuse_scenario(make_optimizer, ready=None):
+    """14 steps of a model trained by backward, against which the step's reuse of its last flat buffers is
+    checked: the first layer frozen at steps 4-5, a gradient the user assigns at step 7, a parameter's data
+    replaced at step 9, the state reloaded at step 11. ``ready`` records, per step, whether the step reused
+    its last plan without regrouping."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    optimizer = make_optimizer(model.parameters())
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    first, last = model[0], model[2]
+    for step in range(14):
+        first.requires_grad_(step not in (4, 5))
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        if step == 7:
+            last.bias.grad = last.bias.grad * 2.0  # a new tensor, not the buffer's view
+        if step == 9:
+            last.weight.data = last.weight.data.clone()  # the parameter leaves its flat buffer
+        if step == 11:
+            optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        if ready is not None:
+            ready.append(False)
+        optimizer.step()
+    return model
+
+
+# step 0 creates SGD's momentum (eager), 1 groups; 4 drops and 6 restores the frozen layer's gradients; 7 copies
+# the assigned gradient, 9 and 11 regroup: each of these is followed by a reuse
+@pytest.mark.parametrize(("cls", "config", "expected"), [
+    (ravine.SGD, {"lr": 0.1, "momentum": 0.9}, [2, 3, 5, 8, 10, 12, 13]),
+    (ravine.AdamW, {"lr": 0.05}, [1, 2, 3, 5, 8, 10, 12, 13]),
+], ids=["SGD-momentum", "AdamW"])
+def test_a_step_reuses_its_last_buffers_only_while_nothing_that_decides_them_changed(monkeypatch, cls, config,
+                                                                                     expected):
+    runner = fused_module.FusedRunner
+    taken = []
+    real_ready = runner.ready
+
+    def spying(self, group):
+        flats = real_ready(self, group)
+        taken[-1] = flats is not None
+        return flats
+
+    monkeypatch.setattr(runner, "ready", spying)
+    reference = _reuse_scenario(lambda ps: cls(ps, foreach=False, **config))
+    candidate = _reuse_scenario(lambda ps: cls(ps, fused=True, **config), taken)
+    for (name, a), b in zip(reference.named_parameters(), candidate.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert [step for step, hit in enumerate(taken) if hit] == expected
+    # one gradient route per parameter: the buffers dropped at steps 9 and 11 route nothing any more
+    assert [len(p._backward_hooks) for p in candidate.parameters()] == [1] * 4
+
+
 def test_a_model_whose_parameters_route_gradients_still_copies_and_saves(tmp_path):
     model = torch.nn.Linear(3, 2)
     optimizer = ravine.AdamW(model.parameters(), fused=True)

@@ -185,10 +185,14 @@ class FlatGroup:
             return False
         return states_intact(self.params, self.states, self.state_views, all_states)
 
+    def grads_in_place(self) -> bool:
+        """Is every parameter's gradient the view of the gradient buffer autograd accumulates into?"""
+        return all(map(operator.is_, map(_GRAD, self.params), self.grad_views))
+
     def collect_grads(self) -> None:
         """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere, e.g. one
         the user assigned). Every parameter of the batch has a gradient: the engine steps no other."""
-        if all(map(operator.is_, map(_GRAD, self.params), self.grad_views)):  # autograd wrote into the views
+        if self.grads_in_place():
             return
         for p, view in zip(self.params, self.grad_views, strict=True):
             grad = p.grad

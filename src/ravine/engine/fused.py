@@ -13,11 +13,13 @@ know nothing about compilation.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import os
 import shutil
 from collections import ChainMap
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -63,11 +65,30 @@ RECOMPILE_LIMIT = 2048
 CHUNK = 1 << 20  # elements per call of the one-tensor compiled step (a multiple of the 8-bit block)
 
 
+def _group_id(group: dict[str, Any]) -> int:
+    """The id of the param group itself, also when it is read through the optimizer's defaults (a ChainMap)."""
+    return id(group.maps[0]) if isinstance(group, ChainMap) else id(group)
+
+
 def same_number(held: Any, value: Any) -> bool:
     """Would a tensor filled with ``held`` hold ``value`` too? Equal, of one type, and the same zero (a NaN never
     equals itself, so it is always refilled)."""
     return (type(held) is type(value) and held == value
             and (value != 0 or math.copysign(1.0, held) == math.copysign(1.0, value)))
+
+
+class Plan(NamedTuple):
+    """A param group's last fused step, reused while it holds: ``key`` (the group, whether its buffers are laid
+    out for reductions, the parameters stepped), their ``flats``, the group's parameters at the time, and those
+    of them that had no gradient."""
+
+    key: tuple[Any, ...]
+    flats: list[FlatGroup | ShardBatch]
+    group_params: tuple[Tensor, ...]
+    without_grad: tuple[Tensor, ...]
+
+
+_GRAD = operator.attrgetter("grad")
 
 
 class FusedRunner:
@@ -80,7 +101,7 @@ class FusedRunner:
         # hyperparameters as 0-d tensors, with the number each holds (refilled only when it changes)
         self.scalars: dict[tuple[Any, ...], tuple[Tensor, Any]] = {}
         # per param group: the parameters of its last step and their flat groups, reused while intact
-        self.plans: dict[int, tuple[tuple[Any, ...], list[FlatGroup | ShardBatch]]] = {}
+        self.plans: dict[int, Plan] = {}
         self.fold: Fold | None = None  # the wrapper's averaging for this step (Optimizer.fold_average)
         self.folded: set[int] = set()  # parameters whose average this step's kernels updated
         self.layouts: dict[tuple[int, torch.device], SegmentLayout] = {}  # one-tensor layouts of run_each, by size
@@ -93,11 +114,10 @@ class FusedRunner:
         otherwise pay per tensor at every step)."""
         opt = self.optimizer
         reductions = opt.needs_reductions(group)  # buffers laid out for them, or not: part of the plan
-        key = (id(group.maps[0]) if isinstance(group, ChainMap) else id(group), reductions, *map(id, params))
+        key = (_group_id(group), reductions, *map(id, params))
         plan = self.plans.get(key[0])
-        if plan is not None and plan[0] == key and all(flat.intact(opt.state) for flat in plan[1]):
-            for flat in plan[1]:
-                self._run(flat, group, hp)
+        if plan is not None and plan.key == key and all(flat.intact(opt.state) for flat in plan.flats):
+            self.run_plan(plan.flats, group, hp)
             return
         opt.ensure_states(params, hp, group)  # a parameter new to this group, or state dropped by a reload
         lazy = opt.creates_state_in_update(hp)
@@ -123,9 +143,47 @@ class FusedRunner:
             self._run(flat, group, hp)
             flats.append(flat)
         if flats and sum(len(flat.params) for flat in flats) == len(params):  # every parameter fused
-            self.plans[key[0]] = (key, flats)
+            stepped = set(key[2:])
+            self.plans[key[0]] = Plan(key, flats, tuple(group["params"]),
+                                      tuple(p for p in group["params"] if id(p) not in stepped))
         else:
             self.plans.pop(key[0], None)
+
+    def close(self) -> None:
+        """Stop routing gradients into this runner's buffers, which a new runner replaces (``load_state_dict``):
+        the parameters stay in them until it regroups them. Without this, autograd would go on accumulating into
+        the old gradient buffer, keeping it alive, and every step would copy it into the new one."""
+        for batch in self.flat_groups.values():
+            batch.release(keep={id(p) for p in batch.params})
+        self.flat_groups.clear()
+        self.plans.clear()
+
+    def ready(self, group: dict[str, Any]) -> list[FlatGroup | ShardBatch] | None:
+        """The flat groups of ``group``'s last step, if this step can run them as they are: the group holds the
+        same parameters, the same ones have gradients, each of those is the view of the flat gradient buffer
+        autograd accumulated into, and every buffer is intact. None otherwise (:meth:`step` then regroups).
+
+        Equivalent to :meth:`step`'s own reuse of a plan, in fewer passes over the parameters, each a C loop: after
+        a large model's kernel has streamed its buffers, each pass touches every tensor's metadata out of cache
+        (``benchmarks/fused_call_overhead.py``, ``benchmarks/fused_sgd_overhead.py``)."""
+        plan = self.plans.get(_group_id(group))
+        if plan is None or plan.key[1] != self.optimizer.needs_reductions(group):
+            return None
+        params = group["params"]
+        if len(params) != len(plan.group_params) or not all(map(operator.is_, params, plan.group_params)):
+            return None
+        if any(map(operator.is_not, map(_GRAD, plan.without_grad), itertools.repeat(None))):
+            return None
+        state = self.optimizer.state
+        for flat in plan.flats:
+            if not isinstance(flat, FlatGroup) or not flat.grads_in_place() or not flat.intact(state):
+                return None
+        return plan.flats
+
+    def run_plan(self, flats: list[FlatGroup | ShardBatch], group: dict[str, Any], hp: Hyper) -> None:
+        """One step over a plan's flat groups (see :meth:`ready`)."""
+        for flat in flats:
+            self._run(flat, group, hp)
 
     def _batch(self, params: list[Tensor], kind: type[FlatGroup] | type[ShardBatch], aligned: bool = False) -> Any:
         """A batch's buffers (a :class:`FlatGroup`, ``aligned`` for whole-tensor reductions; for DTensor
@@ -288,7 +346,7 @@ class FusedRunner:
         statics: dict[str, Any] = {}
         flags: dict[str, bool] = {}
 
-        group_id = id(group.maps[0]) if isinstance(group, ChainMap) else id(group)  # the real group's cache
+        group_id = _group_id(group)
 
         def as_tensor(name: str, value: Any) -> Tensor:
             if torch.is_tensor(value):

@@ -321,6 +321,9 @@ class Optimizer(torch.optim.Optimizer):
 
     # ---- the engine --------------------------------------------------------------------------------
     def __setstate__(self, state: dict[str, Any]) -> None:
+        previous = self.__dict__.get("_fused")  # load_state_dict on this optimizer, not unpickling a new one
+        if previous is not None:
+            previous.close()  # its gradient hooks would otherwise keep routing into its old buffers
         super().__setstate__(state)
         self._fused = FusedRunner(self)  # flat buffers and compiled-step caches are rebuilt after unpickling
         self._fold = None
@@ -623,6 +626,8 @@ class Optimizer(torch.optim.Optimizer):
     def _step_group(self, loaded_group: dict[str, Any]) -> None:
         """Create missing state, then hand the group to the runner its flags and kind of math call for."""
         group = self.options(loaded_group)
+        if self._step_last_plan(loaded_group, group):
+            return
         params = [p for p in group["params"] if p.grad is not None]
         hp = self._backward.hyper.get(id(loaded_group))  # this step began in backward (step_in_backward)
         if hp is None:
@@ -662,6 +667,22 @@ class Optimizer(torch.optim.Optimizer):
                 sharded.run_split(self, params, lambda owned: self._run_paths(owned, group, hp, kind, has_sparse))
                 return
         self._run_paths(params, group, hp, kind, has_sparse)
+
+    def _step_last_plan(self, loaded_group: dict[str, Any], group: ChainMap[str, Any]) -> bool:
+        """A fused group's step over its last step's flat buffers, when nothing that decides them changed
+        (:meth:`FusedRunner.ready <ravine.engine.fused.FusedRunner.ready>`): what :meth:`_step_group` would do,
+        without its passes over the parameters. False, having done nothing else, where it does not apply."""
+        if (not group["fused"] or group["differentiable"] or group["step_in_backward"]
+                or "check_param" in self.overrides or id(loaded_group) in self._backward.hyper):
+            return False
+        self._follow_state_dtype(loaded_group, group)
+        if group["state_dtype"] is not None:  # compact state: checked parameter by parameter
+            return False
+        flats = self._fused.ready(group)
+        if flats is None:
+            return False
+        self._fused.run_plan(flats, group, self._group_hyper(loaded_group, group))
+        return True
 
     def _run_paths(self, params: list[Tensor], group: ChainMap[str, Any], hp: Hyper, kind: str,
                    has_sparse: bool) -> None:
