@@ -219,3 +219,25 @@ def test_hooks_survive_a_checkpoint_a_deepcopy_and_wrap_with_lookahead():
     _loss(twin_model, batches[0]).backward()
     assert all(p.grad is None for p in twin_model.parameters())
     assert all(twin.state[p]["step"] == 1 for p in twin_model.parameters())
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["AdamW", "Lookahead(AdamW)"])
+def test_reloading_the_same_optimizer_mid_training_leaves_one_hook_per_parameter(wrapped):
+    """load_state_dict on the optimizer in use (a resume in the same process) replaces its hooks rather than
+    adding to them: the old ones, still firing first, had kept the step's settings from before the reload
+    (here the scheduled lr), and a wrapper's set-up must stay registered."""
+    def make(model, in_backward):
+        optimizer = ravine.AdamW(model.parameters(), lr=1e-2, step_in_backward=in_backward)
+        return ravine.Lookahead(optimizer, k=2) if wrapped else optimizer
+
+    ordinary, early = _model(), _model()
+    first, second = make(ordinary, False), make(early, True)
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0 / (step + 1)) for o in (first, second)]
+    batches = _batches(6)
+    _ordinary(ordinary, first, batches[:3], schedules[0])
+    _in_backward(early, second, batches[:3], schedules[1])
+    second.load_state_dict(copy.deepcopy(second.state_dict()))
+    _ordinary(ordinary, first, batches[3:], schedules[0])
+    _in_backward(early, second, batches[3:], schedules[1])
+    _same(ordinary, early)
+    assert [len(p._post_accumulate_grad_hooks) for p in early.parameters()] == [1] * 6

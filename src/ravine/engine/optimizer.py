@@ -321,13 +321,19 @@ class Optimizer(torch.optim.Optimizer):
 
     # ---- the engine --------------------------------------------------------------------------------
     def __setstate__(self, state: dict[str, Any]) -> None:
-        previous = self.__dict__.get("_fused")  # load_state_dict on this optimizer, not unpickling a new one
-        if previous is not None:
-            previous.close()  # its gradient hooks would otherwise keep routing into its old buffers
+        # load_state_dict on this optimizer (not unpickling a new one): the gradient hooks of the old runners
+        # would go on firing: the fused runner's into its old buffers, the in-backward step with stale settings
+        previous_fused, previous_backward = self.__dict__.get("_fused"), self.__dict__.get("_backward")
+        if previous_fused is not None:
+            previous_fused.close()
+        if previous_backward is not None:
+            previous_backward.detach()
         super().__setstate__(state)
         self._fused = FusedRunner(self)  # flat buffers and compiled-step caches are rebuilt after unpickling
         self._fold = None
         self._backward = InBackward(self)
+        if previous_backward is not None:  # a wrapper's set-up (WeightEMA's) stays registered
+            self._backward.on_start = previous_backward.on_start
         self._stored_as = {}
         for group in self.param_groups:
             if group.get("step_in_backward"):
