@@ -7,7 +7,9 @@ an algorithm's branches (amsgrad, nesterov, weight decay on or off, ...) or dtyp
 from __future__ import annotations
 
 import copy
+import gc
 import pickle
+import weakref
 
 import pytest
 import torch
@@ -393,6 +395,42 @@ def test_a_step_reuses_its_last_buffers_only_while_nothing_that_decides_them_cha
     assert [step for step, hit in enumerate(taken) if hit] == expected
     # one gradient route per parameter: the buffers dropped at steps 9 and 11 route nothing any more
     assert [len(p._backward_hooks) for p in candidate.parameters()] == [1] * 4
+
+
+def test_a_new_optimizer_for_the_same_model_takes_over_its_gradients():
+    """A notebook builds a second fused optimizer for the model the first trained: once the first is gone, its
+    gradient buffer is freed and backward routes into the second's buffer only, so each step copies nothing."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    reference = copy.deepcopy(model)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+
+    def train(net, optimizer, steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            net(x).pow(2).mean().backward()
+            optimizer.step()
+
+    first = ravine.AdamW(model.parameters(), lr=1e-2, fused=True)
+    train(model, first, 2)
+    (flat,) = first._fused.flat_groups.values()
+    old_buffer = weakref.ref(flat.grad_buffer)
+    del first, flat
+    gc.collect()
+    second = ravine.AdamW(model.parameters(), lr=1e-2, fused=True)
+    train(model, second, 2)
+    assert old_buffer() is None
+    assert [len(p._backward_hooks) for p in model.parameters()] == [1] * 4
+    second.zero_grad()
+    model(x).pow(2).mean().backward()
+    (flat,) = second._fused.flat_groups.values()
+    assert flat.grads_in_place()  # autograd wrote into the second optimizer's buffer
+    second.step()
+    theirs = torch.optim.AdamW(reference.parameters(), lr=1e-2)
+    train(reference, theirs, 2)
+    train(reference, torch.optim.AdamW(reference.parameters(), lr=1e-2), 3)
+    for a, b in zip(reference.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
 
 
 def test_a_model_whose_parameters_route_gradients_still_copies_and_saves(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import weakref
 from typing import Any, NamedTuple
 
 import torch
@@ -121,8 +122,9 @@ class FlatGroup:
             else:
                 view.zero_()
             p.grad = view
-        self.hooks = [p.register_hook(_GradientRoute(p, view))
-                      for p, view in zip(params, self.grad_views, strict=True) if p.requires_grad]
+        me = weakref.ref(self)
+        self.hooks = [p.register_hook(_GradientRoute(p, me, i)) for i, p in enumerate(params) if p.requires_grad]
+        weakref.finalize(self, _remove_hooks, self.hooks)  # dropped with its optimizer: the routes go too
         keys = [k for k, v in states[0].items() if k != "step" and k not in scalar_keys and torch.is_tensor(v)]
         self.state_buffers: dict[str, Tensor] = {}
         self.state_views: dict[str, list[Tensor]] = {}
@@ -227,13 +229,23 @@ class FlatGroup:
 
 class _GradientRoute:
     """Tensor hook: before autograd accumulates into a parameter whose ``.grad`` is None, give it its zeroed
-    view of the flat gradient buffer, so autograd accumulates there in place."""
+    view of the flat gradient buffer, so autograd accumulates there in place.
 
-    __slots__ = ("param", "view")
+    It holds its flat group weakly: a parameter outlives its optimizer (a notebook builds a new one for the same
+    model), and a strong reference would keep the old gradient buffer allocated and go on routing gradients
+    into it, which the new optimizer would then copy at every step."""
 
-    def __init__(self, param: Tensor, view: Tensor) -> None:
-        self.param, self.view = param, view
+    __slots__ = ("group", "index", "param")
+
+    def __init__(self, param: Tensor, group: weakref.ref[FlatGroup], index: int) -> None:
+        self.param, self.group, self.index = param, group, index
 
     def __call__(self, grad: Tensor) -> None:
-        if self.param.grad is None:
-            self.param.grad = self.view.zero_()
+        group = self.group()
+        if group is not None and self.param.grad is None:
+            self.param.grad = group.grad_views[self.index].zero_()
+
+
+def _remove_hooks(handles: list[Any]) -> None:
+    for handle in handles:
+        handle.remove()
