@@ -61,12 +61,12 @@ def segment_layout(numels: list[int], device: torch.device) -> SegmentLayout:
                          sizes.to(torch.float64).to(device))
 
 
-_GRAD = operator.attrgetter("grad")
-
-
 def whole_layout(numel: int, device: torch.device) -> SegmentLayout:
     """The :class:`SegmentLayout` of a buffer that is one tensor of ``numel`` elements, unpadded."""
     return SegmentLayout(None, None, None, torch.tensor([float(numel)], dtype=torch.float64, device=device))
+
+
+GRAD_OF = operator.attrgetter("grad")  # a parameter's .grad, for loops over parameters kept in C
 
 
 def offsets_of(numels: list[int]) -> list[int]:
@@ -189,7 +189,7 @@ class FlatGroup:
 
     def grads_in_place(self) -> bool:
         """Is every parameter's gradient the view of the gradient buffer autograd accumulates into?"""
-        return all(map(operator.is_, map(_GRAD, self.params), self.grad_views))
+        return all(map(operator.is_, map(GRAD_OF, self.params), self.grad_views))
 
     def collect_grads(self) -> None:
         """Make every ``p.grad`` the view autograd accumulates into (copying a gradient made elsewhere, e.g. one

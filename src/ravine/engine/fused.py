@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ravine.engine import compact, eager, local_shards
 from ravine.engine.averaging import Fold
-from ravine.engine.flat import BLOCK, FlatGroup, SegmentLayout, whole_layout
+from ravine.engine.flat import BLOCK, GRAD_OF, FlatGroup, SegmentLayout, whole_layout
 from ravine.engine.local_shards import ShardBatch
 from ravine.engine.tracing import compiled_update
 from ravine.engine.views import Hyper, StateView, merged
@@ -86,9 +86,6 @@ class Plan(NamedTuple):
     flats: list[FlatGroup | ShardBatch]
     group_params: tuple[Tensor, ...]
     without_grad: tuple[Tensor, ...]
-
-
-_GRAD = operator.attrgetter("grad")
 
 
 class FusedRunner:
@@ -172,7 +169,7 @@ class FusedRunner:
         params = group["params"]
         if len(params) != len(plan.group_params) or not all(map(operator.is_, params, plan.group_params)):
             return None
-        if any(map(operator.is_not, map(_GRAD, plan.without_grad), itertools.repeat(None))):
+        if any(map(operator.is_not, map(GRAD_OF, plan.without_grad), itertools.repeat(None))):
             return None
         state = self.optimizer.state
         for flat in plan.flats:
@@ -180,10 +177,12 @@ class FusedRunner:
                 return None
         return plan.flats
 
-    def run_plan(self, flats: list[FlatGroup | ShardBatch], group: dict[str, Any], hp: Hyper) -> None:
-        """One step over a plan's flat groups (see :meth:`ready`)."""
+    def run_plan(self, flats: list[FlatGroup | ShardBatch], group: dict[str, Any], hp: Hyper, *,
+                 grads_in_place: bool = False) -> None:
+        """One step over a plan's flat groups; ``grads_in_place``: :meth:`ready` found every gradient in its
+        buffer already."""
         for flat in flats:
-            self._run(flat, group, hp)
+            self._run(flat, group, hp, grads_in_place=grads_in_place)
 
     def _batch(self, params: list[Tensor], kind: type[FlatGroup] | type[ShardBatch], aligned: bool = False) -> Any:
         """A batch's buffers (a :class:`FlatGroup`, ``aligned`` for whole-tensor reductions; for DTensor
@@ -263,7 +262,8 @@ class FusedRunner:
             if opt.step_counter:
                 state["step"] += 1
 
-    def _run(self, flat: FlatGroup | ShardBatch, group: dict[str, Any], hp: Hyper) -> None:
+    def _run(self, flat: FlatGroup | ShardBatch, group: dict[str, Any], hp: Hyper, *,
+             grads_in_place: bool = False) -> None:
         opt = self.optimizer
         hp.step = flat.steps[0].item() + 1 if flat.steps is not None else None
         # The eager per-step hook (per-parameter scalars such as NAdam's mu_product) runs before the kernel.
@@ -273,7 +273,8 @@ class FusedRunner:
             if pieces:
                 self._compiled_pieces(pieces, group, hp, extra, None)
         else:
-            flat.collect_grads()
+            if not grads_in_place:
+                flat.collect_grads()
             average = None
             fold = self.fold
             if fold is not None and all(p in fold.averages for p in flat.params):

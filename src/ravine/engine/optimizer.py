@@ -687,7 +687,7 @@ class Optimizer(torch.optim.Optimizer):
         flats = self._fused.ready(group)
         if flats is None:
             return False
-        self._fused.run_plan(flats, group, self._group_hyper(loaded_group, group))
+        self._fused.run_plan(flats, group, self._group_hyper(loaded_group, group), grads_in_place=True)
         return True
 
     def _run_paths(self, params: list[Tensor], group: ChainMap[str, Any], hp: Hyper, kind: str,
